@@ -1,0 +1,5 @@
+"""``python -m wellml`` runs the CLI."""
+
+from wellml.cli import main
+
+main()

@@ -1,0 +1,210 @@
+"""Settings: the project spec in ``wellml.yaml``, ``WELLML_*`` environment variables, defaults.
+
+The spec is the project's declarations that the lens review reads (owner, business goal, KPIs,
+stages, ...). It is validated with pydantic so that every bad field gets its own clear line.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from wellml.errors import InvalidInput, NotFound
+
+SPEC_FILE = "wellml.yaml"
+STATE_DIR = ".wellml"
+
+
+class _Section(BaseModel):
+    # Unknown keys are almost always typos; refusing them beats silently ignoring a setting.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KPI(_Section):
+    """A business KPI the workload is judged by."""
+
+    name: str = Field(min_length=1)
+    description: str = ""
+    target: float | None = None
+    direction: str = Field(default="maximize", pattern="^(maximize|minimize)$")
+    unit: str = ""
+
+
+class Business(_Section):
+    """The business goal and how success is measured."""
+
+    goal: str = ""
+    kpis: list[KPI] = Field(default_factory=list)
+    constraints: list[dict[str, Any]] = Field(default_factory=list)
+    roi: dict[str, Any] = Field(default_factory=dict)
+
+
+class Stage(_Section):
+    """A deployment stage (dev, staging, prod, ...)."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    tags: list[str] = Field(default_factory=list)
+
+
+class Stores(_Section):
+    """Where the workspace keeps its records; relative paths are under the workspace."""
+
+    metadata: str = f"sqlite:///{STATE_DIR}/metadata.db"
+    artifacts: str = f"{STATE_DIR}/artifacts"
+    capture: str = f"{STATE_DIR}/capture"
+
+
+class Governance(_Section):
+    """Roles and the agreed level of explainability."""
+
+    roles: dict[str, list[str]] = Field(default_factory=dict)
+    explainability: dict[str, Any] = Field(default_factory=dict)
+
+
+class LensSettings(_Section):
+    """Lens review thresholds and accepted risks."""
+
+    thresholds: dict[str, float] = Field(default_factory=dict)
+    waivers: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class EndpointSpec(_Section):
+    """Declarations about one endpoint: who may call it, and its service levels."""
+
+    allowed_consumers: list[str] = Field(default_factory=list)
+    slo: dict[str, float] = Field(default_factory=dict)
+
+
+class ProjectSpec(_Section):
+    """The contents of ``wellml.yaml``."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    owner: str = ""
+    description: str = ""
+    business: Business = Field(default_factory=Business)
+    stages: list[Stage] = Field(default_factory=list)
+    tags: dict[str, str] = Field(default_factory=dict)
+    stores: Stores = Field(default_factory=Stores)
+    endpoints: dict[str, EndpointSpec] = Field(default_factory=dict)
+    governance: Governance = Field(default_factory=Governance)
+    lens: LensSettings = Field(default_factory=LensSettings)
+
+    @field_validator("stages", mode="before")
+    @classmethod
+    def _stages_from_names(cls, value: Any) -> Any:
+        # `stages: [dev, prod]` is the common short form.
+        if isinstance(value, list):
+            return [{"name": v} if isinstance(v, str) else v for v in value]
+        return value
+
+    @field_validator("stages")
+    @classmethod
+    def _unique_stages(cls, value: list[Stage]) -> list[Stage]:
+        names = [s.name for s in value]
+        if len(names) != len(set(names)):
+            raise ValueError(f"stage names must be unique, got {names}")
+        return value
+
+
+def parse_spec(data: Any, *, source: str = SPEC_FILE) -> ProjectSpec:
+    """Validate a parsed spec document.
+
+    Raises:
+        InvalidInput: one line per bad field, each naming the field's path.
+    """
+    if not isinstance(data, dict):
+        raise InvalidInput(f"{source}: expected a mapping at the top level")
+    try:
+        return ProjectSpec.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            lines.append(f"{source}: {where}: {err['msg']}")
+        raise InvalidInput("\n".join(lines)) from None
+
+
+def load_spec(path: Path) -> ProjectSpec:
+    """Read and validate ``wellml.yaml``.
+
+    Raises:
+        NotFound: the file does not exist.
+        InvalidInput: the file is not YAML or a field is invalid.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise NotFound(f"no {SPEC_FILE} at {path}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise InvalidInput(f"{path}: not valid YAML: {exc}") from None
+    return parse_spec(data, source=str(path))
+
+
+def dump_spec(spec: ProjectSpec) -> str:
+    """Render a spec as YAML, leaving out values equal to their defaults."""
+    data = spec.model_dump(mode="json", exclude_defaults=True)
+    data.setdefault("name", spec.name)
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+def find_workspace_root(start: Path | None = None) -> Path:
+    """Find the workspace: ``WELLML_WORKSPACE``, else the nearest folder upward with a spec.
+
+    Raises:
+        NotFound: no workspace was found.
+    """
+    env = os.environ.get("WELLML_WORKSPACE")
+    if env:
+        root = Path(env).expanduser().resolve()
+        if not (root / SPEC_FILE).is_file():
+            raise NotFound(f"WELLML_WORKSPACE={env} has no {SPEC_FILE}; run `wellml init {env}`")
+        return root
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / SPEC_FILE).is_file():
+            return folder
+    raise NotFound(f"no {SPEC_FILE} in {here} or any parent; run `wellml init` first")
+
+
+def resolve_url(url: str, root: Path) -> str:
+    """Make a store URL or path absolute against the workspace root.
+
+    ``sqlite:///relative.db`` and bare relative paths are taken relative to the workspace;
+    any other URL (``postgresql+psycopg://``, ``s3://``, ...) is returned unchanged.
+    """
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        rel = url.removeprefix("sqlite:///")
+        if rel in ("", ":memory:"):
+            return url
+        return "sqlite:///" + str((root / rel).resolve())
+    if "://" in url:
+        return url
+    return str((root / url).resolve())
+
+
+def store_urls(spec: ProjectSpec, root: Path) -> Stores:
+    """The store URLs in force: environment variables override the spec."""
+    return Stores(
+        metadata=resolve_url(os.environ.get("WELLML_DB_URL") or spec.stores.metadata, root),
+        artifacts=resolve_url(os.environ.get("WELLML_ARTIFACTS_URL") or spec.stores.artifacts, root),
+        capture=resolve_url(os.environ.get("WELLML_CAPTURE_URL") or spec.stores.capture, root),
+    )
+
+
+def current_user() -> str:
+    """Who is acting: ``WELLML_USER``, else the login name."""
+    user = os.environ.get("WELLML_USER")
+    if user:
+        return user
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"

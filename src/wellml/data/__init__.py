@@ -1,0 +1,1 @@
+"""Data catalog: immutable dataset versions, profiles and quality rules."""

@@ -1,0 +1,1 @@
+"""Bundled example workloads and their data generators."""

@@ -1,0 +1,288 @@
+"""The demo workload: customer churn through every lifecycle phase in a fresh workspace.
+
+Data is generated, registered, profiled and checked; three candidate algorithms are trained and
+tracked; the best is registered with a model card, approved and served; held-out and then
+drifted traffic is sent to it; the drift monitor runs after each; the lens review closes.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from wellml.errors import AlreadyExists
+from wellml.examples import churn
+from wellml.lens.engine import render
+from wellml.workspace import Workspace
+
+ENDPOINT = "churn"
+MODEL = "churn"
+CONSUMER = "churn-app"
+
+SPEC: dict[str, Any] = {
+    "name": "churn",
+    "owner": "ml-lead",
+    "description": "Predict which subscribers will cancel in the next month.",
+    "business": {
+        "goal": "Reduce monthly churn by targeting retention offers at likely churners.",
+        "kpis": [
+            {"name": "retention_rate", "target": 0.9, "direction": "maximize",
+             "description": "Share of subscribers still active after 30 days."},
+            {"name": "roc_auc", "target": 0.8, "direction": "maximize",
+             "description": "Ranking quality of churn scores on held-out customers."},
+        ],
+    },
+    "stages": ["dev", "prod"],
+    "tags": {"team": "retention", "cost-center": "cx-analytics"},
+    "endpoints": {ENDPOINT: {"allowed_consumers": [CONSUMER],
+                             "slo": {"latency_p95_ms": 50, "error_rate": 0.01}}},
+}
+
+QUALITY_RULES: list[dict[str, Any]] = [
+    {"rule": "not_null", "column": churn.ID_COLUMN, "severity": "critical"},
+    {"rule": "unique", "columns": [churn.ID_COLUMN, churn.TIME_COLUMN], "severity": "critical"},
+    {"rule": "range", "column": "tenure_months", "min": 0, "max": 600},
+    {"rule": "range", "column": "monthly_charges", "min": 0},
+    {"rule": "allowed_values", "column": "contract",
+     "values": ["month-to-month", "one-year", "two-year"]},
+    {"rule": "allowed_values", "column": churn.TARGET, "values": [0, 1], "severity": "critical"},
+    {"rule": "not_null", "column": "total_charges", "severity": "warning"},
+]
+
+
+@dataclass
+class DemoResult:
+    """What the demo produced and where to find it."""
+
+    workspace: Path
+    best_run: str = ""
+    model_version: str = ""
+    candidates: dict[str, float] = field(default_factory=dict)
+    endpoint_url: str = ""
+    drift_heldout: list[str] = field(default_factory=list)
+    drift_shifted: list[str] = field(default_factory=list)
+    review_counts: dict[str, int] = field(default_factory=dict)
+    outputs: dict[str, str] = field(default_factory=dict)
+
+
+def _candidates() -> dict[str, Any]:
+    from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+
+    return {
+        "logistic-regression": LogisticRegression(C=1.0, max_iter=1000),
+        "random-forest": RandomForestClassifier(n_estimators=150, min_samples_leaf=5,
+                                                n_jobs=2, random_state=0),
+        "gradient-boosting": HistGradientBoostingClassifier(max_iter=200, learning_rate=0.08,
+                                                            early_stopping=False,
+                                                            random_state=0),
+    }
+
+
+def _pipeline(estimator: Any) -> Any:
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    pre = ColumnTransformer([
+        ("num", Pipeline([("impute", SimpleImputer(strategy="median")),
+                          ("scale", StandardScaler())]), list(churn.NUMERIC)),
+        ("cat", OneHotEncoder(handle_unknown="ignore", sparse_output=False),
+         list(churn.CATEGORICAL)),
+    ])
+    return Pipeline([("prepare", pre), ("model", estimator)])
+
+
+def _git_snapshot(root: Path) -> bool:
+    """Make the workspace a git repository with its project files committed, so that every
+    run records a clean commit of the project it belongs to."""
+    if shutil.which("git") is None:
+        return False
+    env = {"GIT_AUTHOR_NAME": "wellml demo", "GIT_AUTHOR_EMAIL": "demo@wellml.invalid",
+           "GIT_COMMITTER_NAME": "wellml demo", "GIT_COMMITTER_EMAIL": "demo@wellml.invalid",
+           "PATH": __import__("os").environ.get("PATH", "")}
+    (root / ".gitignore").write_text(".wellml/\ndata/\n*.md\n*.json\n")
+    for args in (["init", "-q"], ["add", "wellml.yaml", ".gitignore"],
+                 ["commit", "-q", "-m", "churn project"]):
+        if subprocess.run(["git", *args], cwd=root, env=env, capture_output=True).returncode:
+            return False
+    return True
+
+
+def _send(ws: Workspace, frame: pd.DataFrame, token: str, batch: int = 50) -> int:
+    """Send rows to the endpoint in batches; return how many answers came back."""
+    n = 0
+    records = frame[list(churn.FEATURES)].astype(object).where(frame.notna(), None)
+    for start in range(0, len(records), batch):
+        rows = records.iloc[start:start + batch].to_dict(orient="records")
+        n += len(ws.endpoints.invoke(ENDPOINT, rows, token=token)["predictions"])
+    return n
+
+
+def run_demo(path: Path, *, overwrite: bool = False, n_customers: int = 20_000,
+             traffic_rows: int = 1_500, step: Callable[[str], None] | None = None
+             ) -> DemoResult:
+    """Run the churn workload end to end in a fresh workspace at ``path``.
+
+    Raises:
+        AlreadyExists: ``path`` is not empty and ``overwrite`` is False.
+    """
+    import os
+
+    say = step or (lambda _msg: None)
+    path = path.expanduser().resolve()
+    if path.exists() and any(path.iterdir()):
+        if not overwrite:
+            raise AlreadyExists(f"{path} is not empty; choose another folder or pass --overwrite")
+        if not (path / "wellml.yaml").exists():
+            raise AlreadyExists(f"{path} is not a wellml workspace; refusing to overwrite it")
+        shutil.rmtree(path)
+    say("create the workspace")
+    ws = Workspace.init(path, spec=SPEC)
+    result = DemoResult(workspace=ws.root)
+    cwd = os.getcwd()
+    os.chdir(ws.root)  # provenance (the git commit) is read from the working folder
+    try:
+        _git_snapshot(ws.root)
+        return _run(ws, result, n_customers, traffic_rows, say)
+    finally:
+        os.chdir(cwd)
+        ws.close()
+
+
+def _run(ws: Workspace, result: DemoResult, n_customers: int, traffic_rows: int,
+         say: Callable[[str], None]) -> DemoResult:
+    say("generate and register customer data")
+    data_dir = ws.root / "data"
+    data_dir.mkdir()
+    raw = churn.generate_churn(n_customers)
+    raw_csv = data_dir / "customers-2026h1.csv"
+    raw.to_csv(raw_csv, index=False)
+    customers = ws.data.register("churn-customers", raw_csv,
+                                 description="Monthly customer snapshots with churn labels",
+                                 properties={"classification": "internal",
+                                             "license": "proprietary",
+                                             "permitted_uses": ["ml-training"]})
+
+    say("profile and check data quality")
+    ws.data.profile(customers)
+    quality = ws.data.check(customers, QUALITY_RULES)
+
+    say("split training, validation and held-out traffic")
+    table = ws.data.load(customers)
+    train_val, heldout = churn.split_train_holdout(table, holdout_fraction=0.15, seed=1)
+    train_df, val_df = churn.split_train_holdout(train_val, holdout_fraction=0.2, seed=2)
+    train = ws.data.register("churn-train", train_df, parents=[customers],
+                             description="Training split (by customer)")
+    val = ws.data.register("churn-validation", val_df, parents=[customers],
+                           description="Validation split (by customer)")
+    for dv in (train, val):
+        ws.data.profile(dv)
+        ws.data.check(dv, QUALITY_RULES)
+
+    say("train and track three candidate algorithms")
+    from wellml.tracking.autolog import autolog
+
+    X_tr, y_tr = train_df[list(churn.FEATURES)], train_df[churn.TARGET]
+    X_va, y_va = val_df[list(churn.FEATURES)], val_df[churn.TARGET]
+    best: tuple[float, Any, Any] | None = None
+    for name, estimator in _candidates().items():
+        with ws.tracking.start_run("churn", name=name, tags={"candidate": name}) as run:
+            run.log_input(train, "train")
+            run.log_input(val, "validation")
+            model = _pipeline(estimator)
+            with autolog(run, eval_set=(X_va, y_va)):
+                model.fit(X_tr, y_tr)
+            auc = run.record().metrics["val_roc_auc"]
+            result.candidates[name] = float(auc or 0.0)
+            if best is None or (auc or 0) > best[0]:
+                best = (float(auc or 0.0), run, model)
+    assert best is not None
+    best_auc, best_run, best_model = best
+    result.best_run = best_run.id
+
+    say("register the best model with its model card")
+    record = ws.tracking.get_run(best_run.id)
+    val_metrics = {k.removeprefix("val_"): v for k, v in record.metrics.items()
+                   if k.startswith("val_") and k != "val_loss"}
+    card = {
+        "intended_use": "Rank current subscribers by churn risk for retention offers; "
+                        "not for pricing or credit decisions.",
+        "training_data": [train.ref],
+        "evaluation_data": [val.ref],
+        "metrics": val_metrics,
+        "limitations": "Trained on six months of snapshots; re-validate after price changes "
+                       "or contract-mix shifts.",
+        "ethical_considerations": "Senior status and gender are not model inputs' targets; "
+                                  "review offer rates by segment before use.",
+        "kpis": ["roc_auc", "retention_rate"],
+        "selection": f"best validation ROC AUC of {len(result.candidates)} candidates: "
+                     + ", ".join(f"{k} {v:.3f}" for k, v in result.candidates.items()),
+    }
+    mv = ws.registry.register(MODEL, best_model, X=X_tr, y=y_tr, run=best_run, card=card,
+                              metrics=val_metrics, owner="ml-lead",
+                              description="Churn risk classifier")
+    ws.registry.approve(mv.ref, by="risk-officer",
+                        reason=f"validation ROC AUC {best_auc:.3f} on {val.ref} meets the "
+                        "0.8 KPI")
+    ws.registry.set_alias(MODEL, "production", mv.version)
+    result.model_version = mv.ref
+
+    say("serve the model and issue a consumer token")
+    running = ws.endpoints.start(f"{MODEL}@production", name=ENDPOINT, capture_percent=100)
+    try:
+        result.endpoint_url = running.url
+        token = ws.endpoints.issue_token(ENDPOINT, CONSUMER).secret
+        ws.monitoring.create_monitor(ENDPOINT, schedule="@hourly")
+
+        say("send held-out traffic and check for drift")
+        sent = _send(ws, heldout.head(traffic_rows), token)
+        _wait_for_capture(ws, sent)
+        first = ws.monitoring.run(ENDPOINT)
+        result.drift_heldout = first.drifted_features
+
+        say("send drifted traffic and check for drift")
+        sent = _send(ws, churn.generate_churn_drifted(traffic_rows), token)
+        _wait_for_capture(ws, sent)
+        second = ws.monitoring.run(ENDPOINT)
+        result.drift_shifted = second.drifted_features
+
+        say("review the workload against the ML Lens")
+        review = ws.lens.review()
+    finally:
+        running.stop()
+    result.review_counts = dict(review.summary["by_status"])
+    md = ws.root / "lens-review.md"
+    md.write_text(render(review, "md"), encoding="utf-8")
+    js = ws.root / "lens-review.json"
+    js.write_text(render(review, "json"), encoding="utf-8")
+    result.outputs = {
+        "workspace": str(ws.root),
+        "metadata": ws.urls.metadata,
+        "artifacts": ws.urls.artifacts,
+        "captured traffic": ws.urls.capture,
+        "lens review": str(md),
+        "lens review (json)": str(js),
+        "quality report": "wellml data check churn-customers@1 --rules ... "
+                          f"({'passed' if quality.passed else 'failed'})",
+    }
+    return result
+
+
+def _wait_for_capture(ws: Workspace, rows: int, timeout: float = 20.0) -> None:
+    """Wait until the endpoint's capture writer has flushed ``rows`` new rows (it flushes
+    every 1,000 rows and every 2 seconds)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        files = ws.endpoints.capture_files(ENDPOINT, only_new=True)
+        if sum(f["rows"] for f in files) >= rows:
+            return
+        time.sleep(0.25)

@@ -1,0 +1,1 @@
+"""Governance: principals, tokens and scopes, audit."""

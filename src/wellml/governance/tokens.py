@@ -1,0 +1,102 @@
+"""Access tokens: issued per consumer, scoped, expiring, revocable; only hashes are stored."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from wellml.errors import InvalidInput, NotFound, PermissionDenied
+from wellml.names import check_name
+from wellml.store import governance as sql
+from wellml.store.metadata import MetadataStore, new_id, now
+
+TOKEN_PREFIX = "wml_"
+DEFAULT_TTL_DAYS = 90
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    """A token as issued: ``secret`` is shown once and never stored."""
+
+    id: str
+    principal: str
+    scopes: tuple[str, ...]
+    expires_at: float | None
+    secret: str
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def issue_token(store: MetadataStore, principal: str, scopes: list[str], *,
+                ttl_days: float | None = DEFAULT_TTL_DAYS) -> IssuedToken:
+    """Issue a token for ``principal`` with ``scopes`` such as ``invoke:churn``.
+
+    Raises:
+        InvalidInput: a bad principal name, no scopes, or a wildcard scope.
+    """
+    check_name(principal, "principal")
+    if not scopes:
+        raise InvalidInput("a token needs at least one scope, e.g. invoke:ENDPOINT")
+    for scope in scopes:
+        action, _, target = scope.partition(":")
+        if not action or not target or "*" in scope:
+            raise InvalidInput(f"invalid scope {scope!r}: write ACTION:NAME, no wildcards")
+    secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    tid = new_id()
+    expires = None if ttl_days is None else now() + ttl_days * 86400
+    with store.write() as conn:
+        sql.insert_token(conn, {
+            "id": tid, "principal": principal, "secret_hash": _hash(secret),
+            "scopes": list(scopes), "created_at": now(), "expires_at": expires,
+            "revoked_at": None, "last_used_at": None,
+        })
+    return IssuedToken(tid, principal, tuple(scopes), expires, secret)
+
+
+def authenticate(store: MetadataStore, secret: str | None, scope: str) -> dict[str, Any]:
+    """Check a presented token against a required scope; return the token record.
+
+    Raises:
+        PermissionDenied: no token, an unknown, revoked or expired one, or a scope that does
+            not cover ``scope``.
+    """
+    if not secret:
+        raise PermissionDenied("a token is required: send 'Authorization: Bearer <token>'")
+    with store.read() as conn:
+        token = sql.token_by_hash(conn, _hash(secret))
+    if token is None:
+        raise PermissionDenied("unknown token")
+    if token["revoked_at"] is not None:
+        raise PermissionDenied("the token has been revoked")
+    if token["expires_at"] is not None and token["expires_at"] < now():
+        raise PermissionDenied("the token has expired")
+    if scope not in token["scopes"]:
+        raise PermissionDenied(f"the token's scopes do not include {scope}")
+    return token
+
+
+def record_use(store: MetadataStore, token_id: str) -> None:
+    """Stamp a token's last use."""
+    with store.write() as conn:
+        sql.touch_token(conn, token_id)
+
+
+def revoke_token(store: MetadataStore, token_id: str) -> None:
+    """Revoke a token.
+
+    Raises:
+        NotFound: no such active token.
+    """
+    with store.write() as conn:
+        if not sql.revoke_token(conn, token_id):
+            raise NotFound(f"no active token {token_id}")
+
+
+def list_tokens(store: MetadataStore) -> list[dict[str, Any]]:
+    """Every token, without secrets."""
+    with store.read() as conn:
+        return sql.list_tokens(conn)

@@ -1,0 +1,1 @@
+"""Lens review: the 105 practices, their evidence checks and reports."""

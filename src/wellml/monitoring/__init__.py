@@ -1,0 +1,1 @@
+"""Model monitoring: baselines, drift, data quality and model quality."""

@@ -1,0 +1,1 @@
+"""The metadata store, the artifact store, and the SQL of every capability."""

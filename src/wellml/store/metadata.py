@@ -1,0 +1,177 @@
+"""The metadata store: one SQLAlchemy engine, transactions, and migrations applied on open.
+
+SQLite (the default) runs in WAL mode so readers never block the writer, with a busy timeout
+and ``BEGIN IMMEDIATE`` for writes so that two processes logging to one workspace queue up
+instead of failing with "database is locked". PostgreSQL is used as it is, by URL.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.pool import StaticPool
+
+from wellml.errors import BackendUnavailable
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+_SQLITE_BUSY_TIMEOUT_MS = 60_000
+
+
+def new_id() -> str:
+    """A new random record id (32 hex characters)."""
+    return uuid.uuid4().hex
+
+
+def now() -> float:
+    """The current time as UTC epoch seconds, the unit of every stored time."""
+    return time.time()
+
+
+class MetadataStore:
+    """The metadata database of a workspace.
+
+    Use :meth:`read` for queries and :meth:`write` for changes; each yields a connection inside
+    one transaction that commits on success and rolls back on any exception.
+    """
+
+    def __init__(self, url: str, *, migrate: bool = True) -> None:
+        """Connect to ``url`` and bring its schema up to date.
+
+        Raises:
+            BackendUnavailable: the database cannot be reached or its driver is missing.
+        """
+        self.url = url
+        self.dialect = url.split(":", 1)[0].split("+", 1)[0]
+        self.engine = _make_engine(url)
+        if migrate:
+            try:
+                upgrade(self.engine)
+            except OperationalError as exc:
+                raise BackendUnavailable(f"metadata store {_safe(url)}: {exc.orig}") from exc
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A connection in a read transaction."""
+        with self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A connection in a write transaction (SQLite: ``BEGIN IMMEDIATE``)."""
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(wellml_write=True)
+            with conn.begin():
+                yield conn
+
+    def dispose(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()
+
+    def __repr__(self) -> str:
+        return f"MetadataStore({_safe(self.url)!r})"
+
+
+def _safe(url: str) -> str:
+    """The URL without a password, for messages."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
+    return url
+
+
+def _make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        return _sqlite_engine(url)
+    try:
+        return create_engine(url, pool_pre_ping=True, future=True)
+    except ModuleNotFoundError as exc:
+        raise BackendUnavailable(
+            f"the driver for {_safe(url)} is not installed ({exc.name}); "
+            "install the extra: pip install 'wellml[postgres]'"
+        ) from exc
+
+
+def _sqlite_engine(url: str) -> Engine:
+    memory = url in ("sqlite://", "sqlite:///:memory:")
+    if not memory:
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    kwargs: dict[str, Any] = {"connect_args": {"check_same_thread": False}}
+    if memory:
+        kwargs["poolclass"] = StaticPool
+    engine = create_engine(url, **kwargs)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Take transaction control away from pysqlite so BEGIN IMMEDIATE can be issued.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute(f"PRAGMA busy_timeout = {_SQLITE_BUSY_TIMEOUT_MS}")
+        if not memory:
+            cur.execute("PRAGMA journal_mode = WAL")
+        # NORMAL in WAL mode survives a killed process; only power loss can drop the tail.
+        cur.execute("PRAGMA synchronous = NORMAL")
+        cur.execute("PRAGMA foreign_keys = ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        if conn.get_execution_options().get("wellml_write"):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            conn.exec_driver_sql("BEGIN")
+
+    return engine
+
+
+# --- migrations --------------------------------------------------------------------------------
+
+_migrate_lock = threading.Lock()
+
+
+@functools.cache
+def head_revision() -> str:
+    """The newest migration revision shipped with this version of wellml."""
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
+    assert head is not None, "no migrations shipped"
+    return head
+
+
+def current_revision(conn: Connection) -> str | None:
+    """The migration revision the database is at, or None for an empty database."""
+    from alembic.runtime.migration import MigrationContext
+
+    return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade(engine: Engine) -> None:
+    """Apply every pending migration; safe when several processes open one store at once."""
+    with engine.connect() as conn, conn.begin():
+        if current_revision(conn) == head_revision():
+            return
+    from alembic import command
+    from alembic.config import Config
+
+    with _migrate_lock, engine.connect() as conn:
+        conn = conn.execution_options(wellml_write=True)
+        with conn.begin():
+            if engine.dialect.name == "postgresql":
+                # Serialises concurrent first opens; released at commit.
+                conn.execute(text("SELECT pg_advisory_xact_lock(7215001)"))
+            if current_revision(conn) == head_revision():
+                return
+            cfg = Config()
+            cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")

@@ -1,0 +1,14 @@
+"""Contract test suites that every backend of a kind passes.
+
+A backend's tests subclass the contract and provide one fixture, e.g.::
+
+    class TestSQLite(MetadataStoreContract):
+        @pytest.fixture
+        def store_url(self, tmp_path):
+            return f"sqlite:///{tmp_path}/metadata.db"
+"""
+
+from wellml.testing.artifacts import ArtifactStoreContract
+from wellml.testing.metadata import MetadataStoreContract
+
+__all__ = ["ArtifactStoreContract", "MetadataStoreContract"]

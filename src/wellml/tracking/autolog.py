@@ -1,0 +1,166 @@
+"""Autologging for scikit-learn: while active, every top-level ``fit`` logs the estimator's
+params, its metrics on the training data (and on an evaluation set, with learning curves where
+the model trains in stages), and the fitted model as ``model.skops``."""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+
+from wellml.tracking.service import ActiveRun
+
+_state = threading.local()
+_MAX_CURVE_POINTS = 100
+
+
+def evaluation_metrics(model: Any, X: Any, y: Any) -> dict[str, float]:
+    """The standard metrics of a fitted model on ``(X, y)``: for classifiers accuracy,
+    precision, recall, F1, ROC AUC and log loss; for regressors MAE, RMSE and R²."""
+    from sklearn import metrics
+    from sklearn.base import is_classifier
+
+    y_true = np.asarray(y)
+    if is_classifier(model):
+        pred = model.predict(X)
+        binary = len(getattr(model, "classes_", [])) == 2
+        avg = "binary" if binary else "weighted"
+        pos = model.classes_[1] if binary else None
+        out = {
+            "accuracy": metrics.accuracy_score(y_true, pred),
+            "precision": metrics.precision_score(y_true, pred, average=avg, pos_label=pos,
+                                                 zero_division=0) if binary else
+            metrics.precision_score(y_true, pred, average=avg, zero_division=0),
+            "recall": metrics.recall_score(y_true, pred, average=avg, pos_label=pos,
+                                           zero_division=0) if binary else
+            metrics.recall_score(y_true, pred, average=avg, zero_division=0),
+            "f1": metrics.f1_score(y_true, pred, average=avg, pos_label=pos, zero_division=0)
+            if binary else metrics.f1_score(y_true, pred, average=avg, zero_division=0),
+        }
+        if hasattr(model, "predict_proba"):
+            proba = model.predict_proba(X)
+            try:
+                out["roc_auc"] = (metrics.roc_auc_score(y_true, proba[:, 1]) if binary else
+                                  metrics.roc_auc_score(y_true, proba, multi_class="ovr",
+                                                        average="weighted",
+                                                        labels=model.classes_))
+                out["log_loss"] = metrics.log_loss(y_true, proba, labels=model.classes_)
+            except ValueError:
+                pass  # one class only in y: AUC and log loss are undefined
+        return {k: float(v) for k, v in out.items()}
+    pred = model.predict(X)
+    return {
+        "mae": float(metrics.mean_absolute_error(y_true, pred)),
+        "rmse": float(np.sqrt(metrics.mean_squared_error(y_true, pred))),
+        "r2": float(metrics.r2_score(y_true, pred)),
+    }
+
+
+def _flat_params(model: Any) -> dict[str, str]:
+    out = {}
+    for k, v in model.get_params(deep=True).items():
+        if hasattr(v, "get_params"):
+            out[k] = type(v).__name__
+        else:
+            text = repr(v)
+            out[k] = text if len(text) <= 500 else text[:497] + "..."
+    return out
+
+
+def _learning_curve(model: Any, X: Any, y: Any) -> list[tuple[int, float]]:
+    """Evaluation-set score per training stage, for models that train in stages."""
+    from sklearn.base import is_classifier
+    from sklearn.pipeline import Pipeline
+
+    final, Xt = model, X
+    if isinstance(model, Pipeline):
+        final = model.steps[-1][1]
+        Xt = model[:-1].transform(X) if len(model.steps) > 1 else X
+    staged = getattr(final, "staged_predict_proba", None) if is_classifier(final) else getattr(
+        final, "staged_predict", None)
+    if staged is None:
+        return []
+    from sklearn import metrics
+
+    y_true = np.asarray(y)
+    stages = list(staged(Xt))
+    every = max(1, len(stages) // _MAX_CURVE_POINTS)
+    curve = []
+    for i, out in enumerate(stages):
+        if i % every and i != len(stages) - 1:
+            continue
+        if is_classifier(final):
+            score = metrics.log_loss(y_true, out, labels=final.classes_)
+        else:
+            score = float(np.sqrt(metrics.mean_squared_error(y_true, out)))
+        curve.append((i + 1, float(score)))
+    return curve
+
+
+@contextmanager
+def autolog(run: ActiveRun, *, eval_set: tuple[Any, Any] | None = None,
+            log_model: bool = True) -> Iterator[None]:
+    """Log every top-level scikit-learn ``fit`` inside the block to ``run``.
+
+    Args:
+        eval_set: ``(X, y)`` held out from training; its metrics are logged with a ``val_``
+            prefix, and a ``val_loss`` curve by stage for boosted models.
+        log_model: store the fitted model as the run artifact ``model.skops``.
+    """
+    from sklearn.base import BaseEstimator
+    from sklearn.pipeline import Pipeline
+    from sklearn.utils import all_estimators
+
+    classes = {cls for _, cls in all_estimators()} | {Pipeline}
+    originals: dict[type, Any] = {}
+    for cls in classes:
+        fit = cls.__dict__.get("fit")
+        if fit is None or not issubclass(cls, BaseEstimator):
+            continue
+        originals[cls] = fit
+        setattr(cls, "fit", _wrap(fit, run, eval_set, log_model))
+    try:
+        yield
+    finally:
+        for cls, fit in originals.items():
+            setattr(cls, "fit", fit)
+
+
+def _wrap(fit: Any, run: ActiveRun, eval_set: tuple[Any, Any] | None, log_model: bool) -> Any:
+    @functools.wraps(fit)
+    def patched(self: Any, X: Any, y: Any = None, *args: Any, **kwargs: Any) -> Any:
+        depth = getattr(_state, "depth", 0)
+        _state.depth = depth + 1
+        try:
+            result = fit(self, X, y, *args, **kwargs)
+        finally:
+            _state.depth = depth
+        if depth == 0 and y is not None:
+            _log_fit(run, self, X, y, eval_set, log_model)
+        return result
+
+    return patched
+
+
+def _log_fit(run: ActiveRun, model: Any, X: Any, y: Any, eval_set: tuple[Any, Any] | None,
+             log_model: bool) -> None:
+    from wellml.registry.packaging import save_model
+
+    metrics = {f"training_{k}": v for k, v in evaluation_metrics(model, X, y).items()}
+    if eval_set is not None:
+        metrics |= {f"val_{k}": v for k, v in evaluation_metrics(model, *eval_set).items()}
+    run.log_batch(params=_flat_params(model), metrics=metrics,
+                  tags={"estimator": type(model).__name__})
+    if eval_set is not None:
+        curve = _learning_curve(model, *eval_set)
+        if curve:
+            import time
+
+            ts = time.time()
+            run.log_batch(metrics=[("val_loss", v, step, ts) for step, v in curve])
+    if log_model:
+        run.log_bytes(save_model(model), "model.skops")

@@ -24,8 +24,7 @@ def _unavailable(service: str, why: str) -> None:
 
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for var in ("WELLML_WORKSPACE", "WELLML_DB_URL", "WELLML_ARTIFACTS_URL",
-                "WELLML_CAPTURE_URL"):
+    for var in ("WELLML_WORKSPACE", "WELLML_DB_URL", "WELLML_ARTIFACTS_URL", "WELLML_CAPTURE_URL"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("WELLML_USER", "tester")
     monkeypatch.setenv("WELLML_CACHE", str(tmp_path / "cache"))

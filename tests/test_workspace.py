@@ -12,9 +12,14 @@ from wellml.workspace import Workspace
 
 
 def test_init_writes_spec_and_state_folder(tmp_path: Path) -> None:
-    ws = Workspace.init(tmp_path / "proj", owner="ana",
-                        spec={"business": {"goal": "g", "kpis": [{"name": "auc", "target": 0.8}]},
-                              "stages": ["dev", "prod"]})
+    ws = Workspace.init(
+        tmp_path / "proj",
+        owner="ana",
+        spec={
+            "business": {"goal": "g", "kpis": [{"name": "auc", "target": 0.8}]},
+            "stages": ["dev", "prod"],
+        },
+    )
     assert (ws.root / "wellml.yaml").is_file() and (ws.root / ".wellml").is_dir()
     spec = load_spec(ws.root / "wellml.yaml")
     assert spec.name == "proj" and spec.owner == "ana"
@@ -24,8 +29,9 @@ def test_init_writes_spec_and_state_folder(tmp_path: Path) -> None:
         Workspace.init(tmp_path / "proj")
 
 
-def test_open_finds_the_workspace_from_a_subfolder(tmp_path: Path,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_open_finds_the_workspace_from_a_subfolder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     ws = Workspace.init(tmp_path / "p")
     sub = ws.root / "a" / "b"
     sub.mkdir(parents=True)
@@ -52,8 +58,15 @@ def test_no_workspace_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.Monke
 
 def test_every_bad_field_gets_its_own_line() -> None:
     with pytest.raises(InvalidInput) as info:
-        parse_spec({"name": "bad name", "owner": 3, "stages": ["dev", "dev"],
-                    "business": {"kpis": [{"target": "high"}]}, "colour": "blue"})
+        parse_spec(
+            {
+                "name": "bad name",
+                "owner": 3,
+                "stages": ["dev", "dev"],
+                "business": {"kpis": [{"target": "high"}]},
+                "colour": "blue",
+            }
+        )
     lines = str(info.value).splitlines()
     assert any(line.startswith("wellml.yaml: name:") for line in lines)
     assert any("business.kpis.0.name" in line for line in lines)
@@ -72,7 +85,8 @@ def test_malformed_yaml_is_invalid_input(tmp_path: Path) -> None:
 
 
 def test_store_urls_resolve_against_the_workspace_and_env_overrides(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     spec = parse_spec({"name": "x"})
     urls = store_urls(spec, tmp_path)
     assert urls.metadata == f"sqlite:///{tmp_path}/.wellml/metadata.db"

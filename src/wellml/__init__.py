@@ -18,6 +18,7 @@ from wellml.errors import (
     NotFound,
     PermissionDenied,
     SchemaMismatch,
+    Unauthenticated,
     UserCodeError,
     WellmlError,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "NotFound",
     "PermissionDenied",
     "SchemaMismatch",
+    "Unauthenticated",
     "UserCodeError",
     "WellmlError",
     "Workspace",

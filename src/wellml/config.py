@@ -192,7 +192,9 @@ def store_urls(spec: ProjectSpec, root: Path) -> Stores:
     """The store URLs in force: environment variables override the spec."""
     return Stores(
         metadata=resolve_url(os.environ.get("WELLML_DB_URL") or spec.stores.metadata, root),
-        artifacts=resolve_url(os.environ.get("WELLML_ARTIFACTS_URL") or spec.stores.artifacts, root),
+        artifacts=resolve_url(
+            os.environ.get("WELLML_ARTIFACTS_URL") or spec.stores.artifacts, root
+        ),
         capture=resolve_url(os.environ.get("WELLML_CAPTURE_URL") or spec.stores.capture, root),
     )
 

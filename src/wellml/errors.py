@@ -11,7 +11,8 @@ code through :data:`HTTP_STATUS`::
     ├── InvalidInput        malformed files, wrong types, missing columns, bad specs
     │   └── SchemaMismatch  data that does not fit a recorded schema or signature
     ├── IntegrityError      stored content whose digest no longer matches
-    ├── PermissionDenied    a missing or revoked token, a scope that does not cover the call
+    ├── PermissionDenied    a scope that does not cover the call
+    │   └── Unauthenticated no token, or an unknown, revoked or expired one
     ├── BackendUnavailable  a store or service that cannot be reached, or an extra not installed
     └── UserCodeError       an exception raised by user code (training function, transform);
                             it keeps the original traceback as ``__cause__``
@@ -52,6 +53,10 @@ class PermissionDenied(WellmlError):
     """The caller is not allowed to do this."""
 
 
+class Unauthenticated(PermissionDenied):
+    """No valid credentials were presented."""
+
+
 class BackendUnavailable(WellmlError):
     """A backend cannot be reached or its optional dependency is not installed."""
 
@@ -68,6 +73,7 @@ HTTP_STATUS: dict[type[WellmlError], int] = {
     SchemaMismatch: 422,
     InvalidInput: 400,
     IntegrityError: 500,
+    Unauthenticated: 401,
     PermissionDenied: 403,
     BackendUnavailable: 503,
     UserCodeError: 500,

@@ -48,7 +48,7 @@ def test_init_then_register_list_and_show(tmp_path: Path, capsys, monkeypatch) -
 
 def test_errors_are_one_line_and_exit_1(tmp_path: Path, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.chdir(tmp_path)
-    code, out, err = run(capsys, "data", "list")
+    code, _, err = run(capsys, "data", "list")
     assert code == 1 and "no wellml.yaml" in err and "Traceback" not in err
     Workspace.init(tmp_path, name="x").close()
     code, _, err = run(capsys, "data", "show", "missing@1")
@@ -103,9 +103,11 @@ def test_runs_models_and_lineage_commands(tmp_path: Path, capsys, monkeypatch) -
     code, out, _ = run(capsys, "models", "show", "m@production", "-f", "json")
     data = json.loads(out)
     assert data["version"] == 1 and [h["action"] for h in data["history"]] == [
-        "registered", "approved", "alias:production"]
-    code, out, _ = run(capsys, "lineage", "show", "model:m@production", "--upstream",
-                       "-f", "json")
+        "registered",
+        "approved",
+        "alias:production",
+    ]
+    code, out, _ = run(capsys, "lineage", "show", "model:m@production", "--upstream", "-f", "json")
     refs = {n["ref"] for n in json.loads(out)["nodes"]}
     assert {"model:m@1", f"run:{run_.id}", "dataset:train@1"} <= refs
     code, out, _ = run(capsys, "lineage", "path", "dataset:train@1", "model:m@1", "-f", "json")

@@ -15,8 +15,9 @@ from wellml.workspace import Workspace
 FRAME = pd.DataFrame({"id": [1, 2, 3], "city": ["a", "b", None], "x": [0.5, None, 2.0]})
 
 
-def test_same_data_from_csv_parquet_and_frame_is_one_version(workspace: Workspace,
-                                                             tmp_path: Path) -> None:
+def test_same_data_from_csv_parquet_and_frame_is_one_version(
+    workspace: Workspace, tmp_path: Path
+) -> None:
     csv = tmp_path / "d.csv"
     FRAME.to_csv(csv, index=False)
     parquet = tmp_path / "d.parquet"
@@ -48,15 +49,19 @@ def test_jsonl_and_tsv_are_read(workspace: Workspace, tmp_path: Path) -> None:
     assert workspace.data.register("t", tsv).columns == ["a", "b"]
 
 
-@pytest.mark.parametrize(("content", "suffix", "message"), [
-    ("a,b\n1,2\n3\n", ".csv", "cannot read"),
-    ("", ".csv", "cannot read"),
-    ("not parquet", ".parquet", "cannot read"),
-    ("a,b", ".xlsx", "unsupported file type"),
-    ("{broken json\n", ".jsonl", "cannot read"),
-])
+@pytest.mark.parametrize(
+    ("content", "suffix", "message"),
+    [
+        ("a,b\n1,2\n3\n", ".csv", "cannot read"),
+        ("", ".csv", "cannot read"),
+        ("not parquet", ".parquet", "cannot read"),
+        ("a,b", ".xlsx", "unsupported file type"),
+        ("{broken json\n", ".jsonl", "cannot read"),
+    ],
+)
 def test_malformed_files_are_refused_and_nothing_is_written(
-        workspace: Workspace, tmp_path: Path, content: str, suffix: str, message: str) -> None:
+    workspace: Workspace, tmp_path: Path, content: str, suffix: str, message: str
+) -> None:
     f = tmp_path / f"bad{suffix}"
     f.write_text(content)
     with pytest.raises(InvalidInput, match=message):
@@ -64,8 +69,9 @@ def test_malformed_files_are_refused_and_nothing_is_written(
     assert workspace.data.list() == []
 
 
-def test_missing_file_empty_frame_and_duplicate_columns(workspace: Workspace,
-                                                         tmp_path: Path) -> None:
+def test_missing_file_empty_frame_and_duplicate_columns(
+    workspace: Workspace, tmp_path: Path
+) -> None:
     with pytest.raises(NotFound):
         workspace.data.register("d", tmp_path / "nope.csv")
     with pytest.raises(InvalidInput, match="no columns"):

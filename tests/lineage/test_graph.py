@@ -22,8 +22,12 @@ def _chain(ws: Workspace) -> dict[str, str]:
         with ws.metadata.write() as conn:
             art = ws.lineage.add_artifact(conn, kind="model_version", ref="model:m@1")
         run.log_output(art, "model")
-    return {"raw": raw.lineage_ref, "derived": derived.lineage_ref, "run": run.lineage_ref,
-            "model": "model:m@1"}
+    return {
+        "raw": raw.lineage_ref,
+        "derived": derived.lineage_ref,
+        "run": run.lineage_ref,
+        "model": "model:m@1",
+    }
 
 
 def test_upstream_reaches_the_source_data(workspace: Workspace) -> None:
@@ -38,8 +42,9 @@ def test_downstream_reaches_the_model(workspace: Workspace) -> None:
     refs = _chain(workspace)
     down = workspace.lineage.downstream(refs["raw"])
     assert refs["model"] in down.refs() and refs["run"] in down.refs()
-    assert refs["raw"] not in {n.ref for n in workspace.lineage.upstream(refs["raw"]).nodes
-                               if n.kind == "run"}
+    assert refs["raw"] not in {
+        n.ref for n in workspace.lineage.upstream(refs["raw"]).nodes if n.kind == "run"
+    }
 
 
 def test_depth_limits_the_walk(workspace: Workspace) -> None:
@@ -73,8 +78,13 @@ def test_executions_record_user_environment_and_code(workspace: Workspace) -> No
 def test_code_version_reads_git_commit_and_dirty_flag(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     repo.mkdir()
-    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@x", "PATH": "/usr/bin:/bin"}
+    env = {
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@x",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@x",
+        "PATH": "/usr/bin:/bin",
+    }
     (repo / "f.txt").write_text("1")
     for args in (["init", "-q"], ["add", "f.txt"], ["commit", "-q", "-m", "x"]):
         subprocess.run(["git", *args], cwd=repo, env=env, check=True)

@@ -9,10 +9,16 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from wellml.errors import Conflict, IntegrityError, InvalidInput, NotFound, PermissionDenied
+from wellml.errors import (
+    Conflict,
+    IntegrityError,
+    InvalidInput,
+    NotFound,
+    PermissionDenied,
+    SchemaMismatch,
+)
 from wellml.registry.packaging import load_model, save_model
 from wellml.registry.signature import Signature, infer_signature, validate_frame
-from wellml.errors import SchemaMismatch
 from wellml.workspace import Workspace
 
 
@@ -149,8 +155,9 @@ def test_signature_validation_coerces_and_explains() -> None:
     X = pd.DataFrame({"n": [1.0, 2.0], "i": [1, 2], "s": ["a", "b"], "b": [True, False]})
     sig = infer_signature(X)
     assert Signature.from_dict(sig.to_dict()) == sig
-    ok = validate_frame(pd.DataFrame({"n": ["3.5"], "i": [4], "s": [7], "b": ["true"],
-                                      "extra": [1]}), sig)
+    ok = validate_frame(
+        pd.DataFrame({"n": ["3.5"], "i": [4], "s": [7], "b": ["true"], "extra": [1]}), sig
+    )
     assert list(ok.columns) == ["n", "i", "s", "b"]
     assert ok["n"].iloc[0] == 3.5 and ok["s"].iloc[0] == "7" and bool(ok["b"].iloc[0])
     with pytest.raises(SchemaMismatch, match="missing input column"):

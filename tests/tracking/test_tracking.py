@@ -45,11 +45,15 @@ def test_bad_metric_values_and_keys_are_rejected_without_writing(workspace: Work
 
 def test_batch_with_explicit_steps_and_timestamps(workspace: Workspace) -> None:
     with workspace.tracking.start_run("e") as run:
-        run.log_batch(metrics=[("loss", 3.0, 0, 10.0), ("loss", 2.0, 1, 11.0),
-                               ("loss", 1.0, 2, 12.0)])
+        run.log_batch(
+            metrics=[("loss", 3.0, 0, 10.0), ("loss", 2.0, 1, 11.0), ("loss", 1.0, 2, 12.0)]
+        )
     hist = workspace.tracking.metric_history(run.id, "loss")
     assert [(p["step"], p["value"], p["timestamp"]) for p in hist] == [
-        (0, 3.0, 10.0), (1, 2.0, 11.0), (2, 1.0, 12.0)]
+        (0, 3.0, 10.0),
+        (1, 2.0, 11.0),
+        (2, 1.0, 12.0),
+    ]
     assert workspace.tracking.get_run(run.id).metrics["loss"] == 1.0
 
 
@@ -67,11 +71,15 @@ def test_search_filters_and_ordering(workspace: Workspace) -> None:
         with workspace.tracking.start_run("s", name=name, params={"model": model}) as run:
             run.log_metric("auc", auc)
         ids[name] = run.id
-    got = workspace.tracking.search_runs("s", filter="params.model = 'rf'",
-                                         order_by=["metrics.auc desc"])
+    got = workspace.tracking.search_runs(
+        "s", filter="params.model = 'rf'", order_by=["metrics.auc desc"]
+    )
     assert [r.name for r in got] == ["b", "c"]
-    got = workspace.tracking.search_runs("s", filter="metrics.auc >= 0.8 and attributes.status "
-                                         "= 'finished'", order_by=["metrics.auc asc"])
+    got = workspace.tracking.search_runs(
+        "s",
+        filter="metrics.auc >= 0.8 and attributes.status = 'finished'",
+        order_by=["metrics.auc asc"],
+    )
     assert [r.name for r in got] == ["c", "b"]
     assert len(workspace.tracking.search_runs("s", max_results=2)) == 2
     with pytest.raises(InvalidInput):
@@ -120,13 +128,19 @@ _LOGGER = textwrap.dedent("""
 """)
 
 
-def test_two_processes_logging_to_one_workspace_lose_nothing(workspace: Workspace,
-                                                             tmp_path: Path) -> None:
+def test_two_processes_logging_to_one_workspace_lose_nothing(
+    workspace: Workspace, tmp_path: Path
+) -> None:
     script = tmp_path / "logger.py"
     script.write_text(_LOGGER)
     n = 300
-    procs = [subprocess.Popen([sys.executable, str(script), str(workspace.root), f"p{i}",
-                               str(n)], stderr=subprocess.PIPE) for i in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(workspace.root), f"p{i}", str(n)],
+            stderr=subprocess.PIPE,
+        )
+        for i in range(2)
+    ]
     for p in procs:
         _, err = p.communicate(timeout=120)
         assert p.returncode == 0, err.decode()
@@ -149,12 +163,14 @@ _KILLED = textwrap.dedent("""
 """)
 
 
-def test_a_killed_run_is_marked_killed_and_keeps_what_it_logged(workspace: Workspace,
-                                                                tmp_path: Path) -> None:
+def test_a_killed_run_is_marked_killed_and_keeps_what_it_logged(
+    workspace: Workspace, tmp_path: Path
+) -> None:
     script = tmp_path / "victim.py"
     script.write_text(_KILLED)
-    proc = subprocess.Popen([sys.executable, str(script), str(workspace.root)],
-                            stdout=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(workspace.root)], stdout=subprocess.PIPE
+    )
     assert proc.stdout is not None
     run_id = proc.stdout.readline().decode().strip()
     assert workspace.tracking.get_run(run_id).status == "running"

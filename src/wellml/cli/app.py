@@ -26,9 +26,15 @@ app = typer.Typer(
 
 @app.callback()
 def _root(
-    workspace: Annotated[Path | None, typer.Option(
-        "--workspace", "-w", envvar="WELLML_WORKSPACE",
-        help="The workspace folder (default: found from the current folder upward).")] = None,
+    workspace: Annotated[
+        Path | None,
+        typer.Option(
+            "--workspace",
+            "-w",
+            envvar="WELLML_WORKSPACE",
+            help="The workspace folder (default: found from the current folder upward).",
+        ),
+    ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
 ) -> None:
     state.workspace = workspace
@@ -38,8 +44,7 @@ def _root(
 @app.command("init")
 def init(
     path: Annotated[Path, typer.Argument(help="Folder for the new workspace.")] = Path("."),
-    name: Annotated[str | None, typer.Option(help="Project name (default: folder name).")
-                    ] = None,
+    name: Annotated[str | None, typer.Option(help="Project name (default: folder name).")] = None,
     owner: Annotated[str, typer.Option(help="Owner of the project.")] = "",
 ) -> None:
     """Create a workspace: wellml.yaml and the .wellml/ folder."""

@@ -13,8 +13,9 @@ from wellml.cli.context import state
 from wellml.cli.output import Format, console, emit_json, fmt_num, show_mapping, show_table, when
 from wellml.errors import InvalidInput
 
-app = typer.Typer(help="Datasets: immutable versions, profiles, quality rules.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Datasets: immutable versions, profiles, quality rules.", no_args_is_help=True
+)
 
 FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="table or json")]
 
@@ -32,8 +33,10 @@ def register(
     if format is Format.json:
         emit_json(dv.to_dict())
     else:
-        console.print(f"{dv.ref}: {dv.num_rows:,} rows, {len(dv.schema)} columns, "
-                      f"digest {dv.content_digest[:12]}")
+        console.print(
+            f"{dv.ref}: {dv.num_rows:,} rows, {len(dv.schema)} columns, "
+            f"digest {dv.content_digest[:12]}"
+        )
 
 
 @app.command("list")
@@ -50,19 +53,43 @@ def list_(
         if format is Format.json:
             emit_json([v.to_dict() for v in versions])
             return
-        show_table(f"versions of {name}", ("ref", "rows", "columns", "digest", "created", "by"),
-                   [(v.ref, f"{v.num_rows:,}", len(v.schema), v.content_digest[:12],
-                     when(v.created_at), v.created_by) for v in versions])
+        show_table(
+            f"versions of {name}",
+            ("ref", "rows", "columns", "digest", "created", "by"),
+            [
+                (
+                    v.ref,
+                    f"{v.num_rows:,}",
+                    len(v.schema),
+                    v.content_digest[:12],
+                    when(v.created_at),
+                    v.created_by,
+                )
+                for v in versions
+            ],
+        )
         return
     rows = cat.list()
     if format is Format.json:
-        emit_json([{"name": r["name"], "description": r["description"], "owner": r["owner"],
-                    "versions": r["versions"], "latest": r["latest"],
-                    "created_at": r["created_at"]} for r in rows])
+        emit_json(
+            [
+                {
+                    "name": r["name"],
+                    "description": r["description"],
+                    "owner": r["owner"],
+                    "versions": r["versions"],
+                    "latest": r["latest"],
+                    "created_at": r["created_at"],
+                }
+                for r in rows
+            ]
+        )
         return
-    show_table("datasets", ("name", "versions", "latest", "owner", "description"),
-               [(r["name"], r["versions"], r["latest"], r["owner"], r["description"])
-                for r in rows])
+    show_table(
+        "datasets",
+        ("name", "versions", "latest", "owner", "description"),
+        [(r["name"], r["versions"], r["latest"], r["owner"], r["description"]) for r in rows],
+    )
 
 
 @app.command("show")
@@ -97,19 +124,36 @@ def profile(
     show_table(
         f"profile of {dv.ref} ({prof['num_rows']:,} rows)",
         ("column", "type", "missing", "distinct", "min", "max", "mean", "std", "top values"),
-        [(c["name"], c["logical_type"], f"{c['missing']:,} ({c['missing_fraction']:.1%})",
-          f"{c['distinct']:,}", fmt_num(c.get("min")), fmt_num(c.get("max")),
-          fmt_num(c.get("mean")), fmt_num(c.get("std")),
-          ", ".join(f"{v} ({n})" for v, n in (c.get("top_values") or [])[:3]))
-         for c in prof["columns"]],
+        [
+            (
+                c["name"],
+                c["logical_type"],
+                f"{c['missing']:,} ({c['missing_fraction']:.1%})",
+                f"{c['distinct']:,}",
+                fmt_num(c.get("min")),
+                fmt_num(c.get("max")),
+                fmt_num(c.get("mean")),
+                fmt_num(c.get("std")),
+                ", ".join(f"{v} ({n})" for v, n in (c.get("top_values") or [])[:3]),
+            )
+            for c in prof["columns"]
+        ],
     )
 
 
 @app.command("check")
 def check(
     ref: Annotated[str, typer.Argument(help="name, name@N or name@latest")],
-    rules: Annotated[Path, typer.Option("--rules", "-r", help=(
-        "YAML or JSON list of rules, e.g. - {rule: range, column: age, min: 0, max: 120}"))],
+    rules: Annotated[
+        Path,
+        typer.Option(
+            "--rules",
+            "-r",
+            help=(
+                "YAML or JSON list of rules, e.g. - {rule: range, column: age, min: 0, max: 120}"
+            ),
+        ),
+    ],
     format: FormatOpt = Format.table,
 ) -> None:
     """Evaluate quality rules (not_null, range, allowed_values, unique) against a version.
@@ -129,9 +173,19 @@ def check(
     if format is Format.json:
         emit_json(out)
     else:
-        show_table(f"quality of {ref}: {'passed' if report.passed else 'FAILED'}",
-                   ("rule", "severity", "passed", "failing rows", "message"),
-                   [(r["rule"], r["severity"], "yes" if r["passed"] else "NO",
-                     f"{r['failing_rows']:,}", r["message"]) for r in out["results"]])
+        show_table(
+            f"quality of {ref}: {'passed' if report.passed else 'FAILED'}",
+            ("rule", "severity", "passed", "failing rows", "message"),
+            [
+                (
+                    r["rule"],
+                    r["severity"],
+                    "yes" if r["passed"] else "NO",
+                    f"{r['failing_rows']:,}",
+                    r["message"],
+                )
+                for r in out["results"]
+            ],
+        )
     if not report.passed:
         raise typer.Exit(1)

@@ -16,20 +16,27 @@ STEPS = 12
 
 def demo(
     path: Annotated[Path, typer.Argument(help="Folder for the demo workspace.")] = Path(
-        "wellml-demo"),
-    overwrite: Annotated[bool, typer.Option(help="Replace an earlier demo workspace there.")
-                         ] = False,
-    format: Annotated[Format, typer.Option("--format", "-f", help="table or json")
-                      ] = Format.table,
+        "wellml-demo"
+    ),
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace an earlier demo workspace there.")
+    ] = False,
+    format: Annotated[Format, typer.Option("--format", "-f", help="table or json")] = Format.table,
 ) -> None:
     """Run the bundled churn workload end to end in a fresh workspace: data, training,
     registry, serving, monitoring and the lens review."""
     from wellml.examples.demo import run_demo
 
     started = time.monotonic()
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                  TimeElapsedColumn(), console=console, transient=format is Format.json,
-                  disable=format is Format.json) as progress:
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=format is Format.json,
+        disable=format is Format.json,
+    ) as progress:
         task = progress.add_task("starting", total=STEPS)
 
         def step(message: str) -> None:
@@ -39,22 +46,36 @@ def demo(
         progress.update(task, description="done", completed=STEPS)
     elapsed = time.monotonic() - started
     if format is Format.json:
-        emit_json({
-            "workspace": str(result.workspace), "model_version": result.model_version,
-            "best_run": result.best_run, "candidates": result.candidates,
-            "drift_heldout": result.drift_heldout, "drift_shifted": result.drift_shifted,
-            "review": result.review_counts, "outputs": result.outputs, "seconds": elapsed,
-        })
+        emit_json(
+            {
+                "workspace": str(result.workspace),
+                "model_version": result.model_version,
+                "best_run": result.best_run,
+                "candidates": result.candidates,
+                "drift_heldout": result.drift_heldout,
+                "drift_shifted": result.drift_shifted,
+                "review": result.review_counts,
+                "outputs": result.outputs,
+                "seconds": elapsed,
+            }
+        )
         return
-    show_table("candidates (validation ROC AUC)", ("algorithm", "roc_auc"),
-               [(k, f"{v:.4f}") for k, v in result.candidates.items()])
-    console.print(f"registered and approved [bold]{result.model_version}[/] "
-                  f"(run {result.best_run[:12]}), served at {result.endpoint_url}")
-    console.print("drift on held-out traffic: "
-                  + (", ".join(result.drift_heldout) or "none"))
+    show_table(
+        "candidates (validation ROC AUC)",
+        ("algorithm", "roc_auc"),
+        [(k, f"{v:.4f}") for k, v in result.candidates.items()],
+    )
+    console.print(
+        f"registered and approved [bold]{result.model_version}[/] "
+        f"(run {result.best_run[:12]}), served at {result.endpoint_url}"
+    )
+    console.print("drift on held-out traffic: " + (", ".join(result.drift_heldout) or "none"))
     console.print("drift on shifted traffic: " + (", ".join(result.drift_shifted) or "none"))
-    console.print("lens review: " + ", ".join(f"{v} {k}" for k, v in
-                                              sorted(result.review_counts.items())))
+    console.print(
+        "lens review: " + ", ".join(f"{v} {k}" for k, v in sorted(result.review_counts.items()))
+    )
     show_table("where things are", ("output", "location"), sorted(result.outputs.items()))
-    console.print(f"finished in {elapsed:.0f} s. Next: cd {result.workspace} && "
-                  "wellml lineage show endpoint:churn --upstream")
+    console.print(
+        f"finished in {elapsed:.0f} s. Next: cd {result.workspace} && "
+        "wellml lineage show endpoint:churn --upstream"
+    )

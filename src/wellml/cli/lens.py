@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -14,7 +14,7 @@ from wellml.cli.output import Format, console, emit_json, show_table, when
 app = typer.Typer(help="The Well-Architected ML Lens review.", no_args_is_help=True)
 
 
-class ReviewFormat(str, Enum):
+class ReviewFormat(StrEnum):
     """Formats of a review."""
 
     table = "table"
@@ -24,10 +24,10 @@ class ReviewFormat(str, Enum):
 
 @app.command("review")
 def review(
-    format: Annotated[ReviewFormat, typer.Option("--format", "-f", help="table, md or json")
-                      ] = ReviewFormat.table,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to a file.")
-                      ] = None,
+    format: Annotated[
+        ReviewFormat, typer.Option("--format", "-f", help="table, md or json")
+    ] = ReviewFormat.table,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to a file.")] = None,
 ) -> None:
     """Evaluate all 105 practices against the workspace's records and save the review."""
     from wellml.lens.engine import render
@@ -44,13 +44,17 @@ def review(
     show_table(
         f"lens review of {result.project}",
         ("id", "status", "risk", "title", "reason"),
-        [(r.id, r.status, r.risk, r.title, r.reason) for r in result.results
-         if r.status in ("pass", "fail")],
+        [
+            (r.id, r.status, r.risk, r.title, r.reason)
+            for r in result.results
+            if r.status in ("pass", "fail")
+        ],
     )
     counts = result.summary["by_status"]
-    console.print(", ".join(f"{counts.get(k, 0)} {k}" for k in
-                            ("pass", "fail", "manual", "not-evaluated"))
-                  + f" of {result.summary['total']} practices")
+    console.print(
+        ", ".join(f"{counts.get(k, 0)} {k}" for k in ("pass", "fail", "manual", "not-evaluated"))
+        + f" of {result.summary['total']} practices"
+    )
 
 
 @app.command("answer")
@@ -65,14 +69,27 @@ def answer(
 
 
 @app.command("history")
-def history(format: Annotated[Format, typer.Option("--format", "-f", help="table or json")
-                              ] = Format.table) -> None:
+def history(
+    format: Annotated[Format, typer.Option("--format", "-f", help="table or json")] = Format.table,
+) -> None:
     """Past reviews and their roll-ups."""
     rows = state.open().lens.reviews()
     if format is Format.json:
         emit_json(rows)
         return
-    show_table("reviews", ("id", "when", "by", "pass", "fail", "manual", "not-evaluated"),
-               [(r["id"][:12], when(r["created_at"]), r["created_by"],
-                 *(r["summary"]["by_status"].get(k, 0)
-                   for k in ("pass", "fail", "manual", "not-evaluated"))) for r in rows])
+    show_table(
+        "reviews",
+        ("id", "when", "by", "pass", "fail", "manual", "not-evaluated"),
+        [
+            (
+                r["id"][:12],
+                when(r["created_at"]),
+                r["created_by"],
+                *(
+                    r["summary"]["by_status"].get(k, 0)
+                    for k in ("pass", "fail", "manual", "not-evaluated")
+                ),
+            )
+            for r in rows
+        ],
+    )

@@ -9,8 +9,9 @@ import typer
 from wellml.cli.context import state
 from wellml.cli.output import Format, console, emit_json, fmt_num, show_mapping, show_table, when
 
-app = typer.Typer(help="Registered models: versions, approval, aliases, model cards.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Registered models: versions, approval, aliases, model cards.", no_args_is_help=True
+)
 
 FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="table or json")]
 
@@ -26,11 +27,24 @@ def list_(
     if name is None and status is None:
         rows = reg.list()
         if format is Format.json:
-            emit_json([{"name": r["name"], "owner": r["owner"], "description": r["description"],
-                        "versions": r["versions"], "latest": r["latest"]} for r in rows])
+            emit_json(
+                [
+                    {
+                        "name": r["name"],
+                        "owner": r["owner"],
+                        "description": r["description"],
+                        "versions": r["versions"],
+                        "latest": r["latest"],
+                    }
+                    for r in rows
+                ]
+            )
             return
-        show_table("models", ("name", "versions", "latest", "owner"),
-                   [(r["name"], r["versions"], r["latest"], r["owner"]) for r in rows])
+        show_table(
+            "models",
+            ("name", "versions", "latest", "owner"),
+            [(r["name"], r["versions"], r["latest"], r["owner"]) for r in rows],
+        )
         return
     versions = reg.versions(name, status=status)
     if name is not None and not versions and status is None:
@@ -38,9 +52,21 @@ def list_(
     if format is Format.json:
         emit_json([v.to_dict() for v in versions])
         return
-    show_table("model versions", ("ref", "status", "aliases", "run", "created", "by"),
-               [(v.ref, v.status, ", ".join(v.aliases), (v.run_id or "-")[:12],
-                 when(v.created_at), v.created_by) for v in versions])
+    show_table(
+        "model versions",
+        ("ref", "status", "aliases", "run", "created", "by"),
+        [
+            (
+                v.ref,
+                v.status,
+                ", ".join(v.aliases),
+                (v.run_id or "-")[:12],
+                when(v.created_at),
+                v.created_by,
+            )
+            for v in versions
+        ],
+    )
 
 
 @app.command("show")
@@ -56,15 +82,34 @@ def show(
     if format is Format.json:
         emit_json(data)
         return
-    show_mapping(mv.ref, {k: data[k] for k in ("status", "status_by", "status_reason",
-                                               "aliases", "run_id", "flavor", "created_by")}
-                 | {"created_at": when(mv.created_at)})
-    show_table("signature", ("input", "type", "nullable"),
-               [(c.name, c.type, c.nullable) for c in mv.signature.inputs])
+    show_mapping(
+        mv.ref,
+        {
+            k: data[k]
+            for k in (
+                "status",
+                "status_by",
+                "status_reason",
+                "aliases",
+                "run_id",
+                "flavor",
+                "created_by",
+            )
+        }
+        | {"created_at": when(mv.created_at)},
+    )
+    show_table(
+        "signature",
+        ("input", "type", "nullable"),
+        [(c.name, c.type, c.nullable) for c in mv.signature.inputs],
+    )
     show_table("metrics", ("metric", "value"), [(k, fmt_num(v)) for k, v in mv.metrics.items()])
     show_mapping("model card", mv.card)
-    show_table("history", ("when", "action", "by", "reason"),
-               [(when(e["at"]), e["action"], e["actor"], e["reason"]) for e in data["history"]])
+    show_table(
+        "history",
+        ("when", "action", "by", "reason"),
+        [(when(e["at"]), e["action"], e["actor"], e["reason"]) for e in data["history"]],
+    )
 
 
 @app.command("approve")
@@ -99,8 +144,9 @@ def reject(
 def alias(
     name: Annotated[str, typer.Argument(help="Model name.")],
     alias: Annotated[str, typer.Argument(help="Alias, e.g. production.")],
-    version: Annotated[str | None, typer.Argument(help="Version number (omit with --delete).")
-                       ] = None,
+    version: Annotated[
+        str | None, typer.Argument(help="Version number (omit with --delete).")
+    ] = None,
     delete: Annotated[bool, typer.Option("--delete", help="Remove the alias.")] = False,
     format: FormatOpt = Format.table,
 ) -> None:
@@ -130,7 +176,12 @@ def compare(
     if format is Format.json:
         emit_json(result)
         return
-    show_table(f"{result['a']} vs {result['b']}", ("metric", result["a"], result["b"], "diff"),
-               [(k, fmt_num(v["a"]), fmt_num(v["b"]), fmt_num(v["diff"]))
-                for k, v in result["metrics"].items()])
+    show_table(
+        f"{result['a']} vs {result['b']}",
+        ("metric", result["a"], result["b"], "diff"),
+        [
+            (k, fmt_num(v["a"]), fmt_num(v["b"]), fmt_num(v["diff"]))
+            for k, v in result["metrics"].items()
+        ],
+    )
     show_mapping("signature changes", result["signature"])

@@ -17,8 +17,10 @@ FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="table or json
 @app.command("run")
 def run(
     endpoint: Annotated[str, typer.Argument(help="Endpoint whose traffic to check.")],
-    all_captured: Annotated[bool, typer.Option(
-        "--all", help="Check the latest captured data again if nothing new arrived.")] = False,
+    all_captured: Annotated[
+        bool,
+        typer.Option("--all", help="Check the latest captured data again if nothing new arrived."),
+    ] = False,
     format: FormatOpt = Format.table,
 ) -> None:
     """Compare newly captured traffic with the training-data baseline, feature by feature.
@@ -30,13 +32,24 @@ def run(
     show_table(
         f"drift at {endpoint}: {result.dataset_ref} vs baseline {result.baseline_ref}",
         ("feature", "kind", "test", "statistic", "p-value", "threshold", "drifted"),
-        [(f["feature"], f["kind"], f["method"], f"{f['statistic']:.4f}",
-          "-" if f["p_value"] is None else f"{f['p_value']:.3g}", f["threshold"],
-          "YES" if f["drifted"] else "no") for f in result.report["features"]],
+        [
+            (
+                f["feature"],
+                f["kind"],
+                f["method"],
+                f"{f['statistic']:.4f}",
+                "-" if f["p_value"] is None else f"{f['p_value']:.3g}",
+                f["threshold"],
+                "YES" if f["drifted"] else "no",
+            )
+            for f in result.report["features"]
+        ],
     )
     if result.drifted_features:
-        console.print(f"[bold red]drift[/] in {len(result.drifted_features)} feature(s): "
-                      + ", ".join(result.drifted_features))
+        console.print(
+            f"[bold red]drift[/] in {len(result.drifted_features)} feature(s): "
+            + ", ".join(result.drifted_features)
+        )
     else:
         console.print("no drift")
 
@@ -48,9 +61,14 @@ def list_(format: FormatOpt = Format.table) -> None:
     if format is Format.json:
         emit_json(mons)
         return
-    show_table("monitors", ("name", "kind", "schedule", "created"),
-               [(m["name"], m["kind"], m["config"].get("schedule") or "-", when(m["created_at"]))
-                for m in mons])
+    show_table(
+        "monitors",
+        ("name", "kind", "schedule", "created"),
+        [
+            (m["name"], m["kind"], m["config"].get("schedule") or "-", when(m["created_at"]))
+            for m in mons
+        ],
+    )
 
 
 @app.command("history")
@@ -63,5 +81,8 @@ def history(
     if format is Format.json:
         emit_json(rows)
         return
-    show_table(f"executions of {monitor}", ("started", "status", "violations"),
-               [(when(r["started_at"]), r["status"], len(r["violations"])) for r in rows])
+    show_table(
+        f"executions of {monitor}",
+        ("started", "status", "violations"),
+        [(when(r["started_at"]), r["status"], len(r["violations"])) for r in rows],
+    )

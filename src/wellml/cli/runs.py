@@ -16,12 +16,16 @@ FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="table or json
 
 @app.command("list")
 def list_(
-    experiment: Annotated[list[str] | None, typer.Option(
-        "--experiment", "-e", help="Only these experiments.")] = None,
-    filter: Annotated[str, typer.Option(
-        "--filter", help="e.g. \"metrics.auc > 0.8 and params.model = 'rf'\"")] = "",
-    order_by: Annotated[list[str] | None, typer.Option(
-        "--order-by", "-o", help="e.g. 'metrics.auc desc' (repeatable)")] = None,
+    experiment: Annotated[
+        list[str] | None, typer.Option("--experiment", "-e", help="Only these experiments.")
+    ] = None,
+    filter: Annotated[
+        str, typer.Option("--filter", help="e.g. \"metrics.auc > 0.8 and params.model = 'rf'\"")
+    ] = "",
+    order_by: Annotated[
+        list[str] | None,
+        typer.Option("--order-by", "-o", help="e.g. 'metrics.auc desc' (repeatable)"),
+    ] = None,
     max_results: Annotated[int, typer.Option("--max", help="At most this many runs.")] = 100,
     format: FormatOpt = Format.table,
 ) -> None:
@@ -36,9 +40,18 @@ def list_(
     show_table(
         "runs",
         ("id", "experiment", "name", "status", "started", "duration", *metric_keys),
-        [(r.id[:12], r.experiment, r.name, r.status, when(r.started_at),
-          "-" if r.duration is None else f"{r.duration:.1f}s",
-          *(fmt_num(r.metrics.get(k)) for k in metric_keys)) for r in runs],
+        [
+            (
+                r.id[:12],
+                r.experiment,
+                r.name,
+                r.status,
+                when(r.started_at),
+                "-" if r.duration is None else f"{r.duration:.1f}s",
+                *(fmt_num(r.metrics.get(k)) for k in metric_keys),
+            )
+            for r in runs
+        ],
     )
 
 
@@ -53,14 +66,22 @@ def show(
     if format is Format.json:
         emit_json(data)
         return
-    show_mapping(f"run {run.id}", {k: v for k, v in data.items()
-                                   if k not in ("params", "metrics", "tags", "artifacts")})
+    show_mapping(
+        f"run {run.id}",
+        {k: v for k, v in data.items() if k not in ("params", "metrics", "tags", "artifacts")},
+    )
     show_table("params", ("param", "value"), sorted(run.params.items()))
-    show_table("metrics (latest)", ("metric", "value"),
-               [(k, fmt_num(v)) for k, v in sorted(data["metrics"].items())])
+    show_table(
+        "metrics (latest)",
+        ("metric", "value"),
+        [(k, fmt_num(v)) for k, v in sorted(data["metrics"].items())],
+    )
     show_table("tags", ("tag", "value"), sorted(run.tags.items()))
-    show_table("artifacts", ("path", "size", "digest"),
-               [(p, a["size"], a["digest"][:12]) for p, a in sorted(run.artifacts.items())])
+    show_table(
+        "artifacts",
+        ("path", "size", "digest"),
+        [(p, a["size"], a["digest"][:12]) for p, a in sorted(run.artifacts.items())],
+    )
 
 
 @app.command("compare")
@@ -76,7 +97,9 @@ def compare(
         emit_json(result)
         return
     heads = [f"{r['name']} ({r['id'][:8]})" for r in result["runs"]]
-    rows = [(f"params.{k}" + (" *" if k in result["differing_params"] else ""), *v)
-            for k, v in result["params"].items()]
+    rows = [
+        (f"params.{k}" + (" *" if k in result["differing_params"] else ""), *v)
+        for k, v in result["params"].items()
+    ]
     rows += [(f"metrics.{k}", *(fmt_num(x) for x in v)) for k, v in result["metrics"].items()]
     show_table("comparison (* differs)", ("", *heads), rows)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import json
 import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import pandas as pd
 import pyarrow as pa
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
     from wellml.data.profile import DatasetProfile
     from wellml.data.quality import QualityReport
 
-DataSource = pd.DataFrame | pa.Table | str | os.PathLike[str]
+DataSource: TypeAlias = pd.DataFrame | pa.Table | str | os.PathLike[str]
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ class DatasetVersion:
     format: str
     num_rows: int
     num_bytes: int
-    schema: list[dict[str, str]]
+    schema: builtins.list[dict[str, str]]
     source: str
     description: str
     created_at: float
@@ -63,7 +64,7 @@ class DatasetVersion:
         return f"dataset:{self.ref}"
 
     @property
-    def columns(self) -> list[str]:
+    def columns(self) -> builtins.list[str]:
         """Column names in order."""
         return [c["name"] for c in self.schema]
 
@@ -194,7 +195,7 @@ def content_digest(table: pa.Table) -> str:
     return digest.hexdigest()
 
 
-def schema_of(table: pa.Table) -> list[dict[str, str]]:
+def schema_of(table: pa.Table) -> builtins.list[dict[str, str]]:
     """The table's columns as ``[{"name": ..., "type": ...}]``."""
     return [{"name": f.name, "type": str(f.type)} for f in table.schema]
 
@@ -217,7 +218,7 @@ class Catalog:
         description: str = "",
         owner: str | None = None,
         properties: dict[str, Any] | None = None,
-        parents: list[DatasetVersion] | None = None,
+        parents: builtins.list[DatasetVersion] | None = None,
         produced_by: str | None = None,
     ) -> DatasetVersion:
         """Register data as the next version of dataset ``name``.
@@ -247,8 +248,17 @@ class Catalog:
         for attempt in range(5):
             try:
                 return self._insert_version(
-                    name, table, origin, digest, artifact_digest, nbytes, description, owner,
-                    properties or {}, parents or [], produced_by,
+                    name,
+                    table,
+                    origin,
+                    digest,
+                    artifact_digest,
+                    nbytes,
+                    description,
+                    owner,
+                    properties or {},
+                    parents or [],
+                    produced_by,
                 )
             except sqlalchemy.exc.IntegrityError:
                 # Another writer took the same version number (PostgreSQL); count again.
@@ -277,7 +287,7 @@ class Catalog:
         description: str,
         owner: str | None,
         properties: dict[str, Any],
-        parents: list[DatasetVersion],
+        parents: builtins.list[DatasetVersion],
         produced_by: str | None,
     ) -> DatasetVersion:
         user = current_user()
@@ -285,7 +295,10 @@ class Catalog:
             ds = sql.dataset_by_name(conn, name)
             if ds is None:
                 ds = sql.create_dataset(
-                    conn, name=name, description=description, owner=owner or user,
+                    conn,
+                    name=name,
+                    description=description,
+                    owner=owner or user,
                     properties={},
                 )
             else:
@@ -366,23 +379,24 @@ class Catalog:
             raise NotFound(f"no dataset version with id {version_id}")
         return _version(row)
 
-    def by_lineage_ids(self, ids: list[str]) -> list[DatasetVersion]:
+    def by_lineage_ids(self, ids: builtins.list[str]) -> builtins.list[DatasetVersion]:
         """The dataset versions behind these lineage artifact ids."""
         with self._store.read() as conn:
             return [_version(r) for r in sql.versions_by_lineage_ids(conn, ids)]
 
-    def list(self) -> list[dict[str, Any]]:
+    def list(self) -> builtins.list[dict[str, Any]]:
         """Every dataset: name, owner, description, version count and latest version."""
         with self._store.read() as conn:
             return sql.list_datasets(conn)
 
-    def versions(self, name: str | None = None) -> list[DatasetVersion]:
+    def versions(self, name: str | None = None) -> builtins.list[DatasetVersion]:
         """Every version (of one dataset, or all), newest first."""
         with self._store.read() as conn:
             return [_version(r) for r in sql.list_versions(conn, name)]
 
-    def load_table(self, ref: str | DatasetVersion, *, columns: list[str] | None = None
-                   ) -> pa.Table:
+    def load_table(
+        self, ref: str | DatasetVersion, *, columns: builtins.list[str] | None = None
+    ) -> pa.Table:
         """The version's data as an Arrow table, verified against its digest.
 
         Raises:
@@ -397,8 +411,9 @@ class Catalog:
                 raise NotFound(f"{dv.ref} has no column(s) {', '.join(missing)}")
         return pq.read_table(path, columns=columns)
 
-    def load(self, ref: str | DatasetVersion, *, columns: list[str] | None = None
-             ) -> pd.DataFrame:
+    def load(
+        self, ref: str | DatasetVersion, *, columns: builtins.list[str] | None = None
+    ) -> pd.DataFrame:
         """The version's data as a pandas DataFrame (see :meth:`load_table`)."""
         return self.load_table(ref, columns=columns).to_pandas()
 
@@ -420,7 +435,9 @@ class Catalog:
             sql.put_profile(conn, dv.id, prof.to_dict())
         return prof
 
-    def check(self, ref: str | DatasetVersion, rules: list[dict[str, Any]]) -> QualityReport:
+    def check(
+        self, ref: str | DatasetVersion, rules: builtins.list[dict[str, Any]]
+    ) -> QualityReport:
         """Evaluate quality rules against a version and record the result.
 
         Args:
@@ -440,12 +457,16 @@ class Catalog:
         report = evaluate(self.load_table(dv), parsed)
         with self._store.write() as conn:
             sql.add_quality_result(
-                conn, version_id=dv.id, rules=rules, report=report.to_dict(),
-                passed=report.passed, user=current_user(),
+                conn,
+                version_id=dv.id,
+                rules=rules,
+                report=report.to_dict(),
+                passed=report.passed,
+                user=current_user(),
             )
         return report
 
-    def quality_results(self, ref: str | DatasetVersion) -> list[dict[str, Any]]:
+    def quality_results(self, ref: str | DatasetVersion) -> builtins.list[dict[str, Any]]:
         """Every recorded quality evaluation of a version, newest first."""
         dv = ref if isinstance(ref, DatasetVersion) else self.get(ref)
         with self._store.read() as conn:

@@ -33,16 +33,28 @@ SPEC: dict[str, Any] = {
     "business": {
         "goal": "Reduce monthly churn by targeting retention offers at likely churners.",
         "kpis": [
-            {"name": "retention_rate", "target": 0.9, "direction": "maximize",
-             "description": "Share of subscribers still active after 30 days."},
-            {"name": "roc_auc", "target": 0.8, "direction": "maximize",
-             "description": "Ranking quality of churn scores on held-out customers."},
+            {
+                "name": "retention_rate",
+                "target": 0.9,
+                "direction": "maximize",
+                "description": "Share of subscribers still active after 30 days.",
+            },
+            {
+                "name": "roc_auc",
+                "target": 0.8,
+                "direction": "maximize",
+                "description": "Ranking quality of churn scores on held-out customers.",
+            },
         ],
     },
     "stages": ["dev", "prod"],
     "tags": {"team": "retention", "cost-center": "cx-analytics"},
-    "endpoints": {ENDPOINT: {"allowed_consumers": [CONSUMER],
-                             "slo": {"latency_p95_ms": 50, "error_rate": 0.01}}},
+    "endpoints": {
+        ENDPOINT: {
+            "allowed_consumers": [CONSUMER],
+            "slo": {"latency_p95_ms": 50, "error_rate": 0.01},
+        }
+    },
 }
 
 QUALITY_RULES: list[dict[str, Any]] = [
@@ -50,8 +62,11 @@ QUALITY_RULES: list[dict[str, Any]] = [
     {"rule": "unique", "columns": [churn.ID_COLUMN, churn.TIME_COLUMN], "severity": "critical"},
     {"rule": "range", "column": "tenure_months", "min": 0, "max": 600},
     {"rule": "range", "column": "monthly_charges", "min": 0},
-    {"rule": "allowed_values", "column": "contract",
-     "values": ["month-to-month", "one-year", "two-year"]},
+    {
+        "rule": "allowed_values",
+        "column": "contract",
+        "values": ["month-to-month", "one-year", "two-year"],
+    },
     {"rule": "allowed_values", "column": churn.TARGET, "values": [0, 1], "severity": "critical"},
     {"rule": "not_null", "column": "total_charges", "severity": "warning"},
 ]
@@ -78,11 +93,12 @@ def _candidates() -> dict[str, Any]:
 
     return {
         "logistic-regression": LogisticRegression(C=1.0, max_iter=1000),
-        "random-forest": RandomForestClassifier(n_estimators=150, min_samples_leaf=5,
-                                                n_jobs=2, random_state=0),
-        "gradient-boosting": HistGradientBoostingClassifier(max_iter=200, learning_rate=0.08,
-                                                            early_stopping=False,
-                                                            random_state=0),
+        "random-forest": RandomForestClassifier(
+            n_estimators=150, min_samples_leaf=5, n_jobs=2, random_state=0
+        ),
+        "gradient-boosting": HistGradientBoostingClassifier(
+            max_iter=200, learning_rate=0.08, early_stopping=False, random_state=0
+        ),
     }
 
 
@@ -92,12 +108,22 @@ def _pipeline(estimator: Any) -> Any:
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-    pre = ColumnTransformer([
-        ("num", Pipeline([("impute", SimpleImputer(strategy="median")),
-                          ("scale", StandardScaler())]), list(churn.NUMERIC)),
-        ("cat", OneHotEncoder(handle_unknown="ignore", sparse_output=False),
-         list(churn.CATEGORICAL)),
-    ])
+    pre = ColumnTransformer(
+        [
+            (
+                "num",
+                Pipeline(
+                    [("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]
+                ),
+                list(churn.NUMERIC),
+            ),
+            (
+                "cat",
+                OneHotEncoder(handle_unknown="ignore", sparse_output=False),
+                list(churn.CATEGORICAL),
+            ),
+        ]
+    )
     return Pipeline([("prepare", pre), ("model", estimator)])
 
 
@@ -106,12 +132,19 @@ def _git_snapshot(root: Path) -> bool:
     run records a clean commit of the project it belongs to."""
     if shutil.which("git") is None:
         return False
-    env = {"GIT_AUTHOR_NAME": "wellml demo", "GIT_AUTHOR_EMAIL": "demo@wellml.invalid",
-           "GIT_COMMITTER_NAME": "wellml demo", "GIT_COMMITTER_EMAIL": "demo@wellml.invalid",
-           "PATH": __import__("os").environ.get("PATH", "")}
+    env = {
+        "GIT_AUTHOR_NAME": "wellml demo",
+        "GIT_AUTHOR_EMAIL": "demo@wellml.invalid",
+        "GIT_COMMITTER_NAME": "wellml demo",
+        "GIT_COMMITTER_EMAIL": "demo@wellml.invalid",
+        "PATH": __import__("os").environ.get("PATH", ""),
+    }
     (root / ".gitignore").write_text(".wellml/\ndata/\n*.md\n*.json\n")
-    for args in (["init", "-q"], ["add", "wellml.yaml", ".gitignore"],
-                 ["commit", "-q", "-m", "churn project"]):
+    for args in (
+        ["init", "-q"],
+        ["add", "wellml.yaml", ".gitignore"],
+        ["commit", "-q", "-m", "churn project"],
+    ):
         if subprocess.run(["git", *args], cwd=root, env=env, capture_output=True).returncode:
             return False
     return True
@@ -122,14 +155,19 @@ def _send(ws: Workspace, frame: pd.DataFrame, token: str, batch: int = 50) -> in
     n = 0
     records = frame[list(churn.FEATURES)].astype(object).where(frame.notna(), None)
     for start in range(0, len(records), batch):
-        rows = records.iloc[start:start + batch].to_dict(orient="records")
+        rows = records.iloc[start : start + batch].to_dict(orient="records")
         n += len(ws.endpoints.invoke(ENDPOINT, rows, token=token)["predictions"])
     return n
 
 
-def run_demo(path: Path, *, overwrite: bool = False, n_customers: int = 20_000,
-             traffic_rows: int = 1_500, step: Callable[[str], None] | None = None
-             ) -> DemoResult:
+def run_demo(
+    path: Path,
+    *,
+    overwrite: bool = False,
+    n_customers: int = 20_000,
+    traffic_rows: int = 1_500,
+    step: Callable[[str], None] | None = None,
+) -> DemoResult:
     """Run the churn workload end to end in a fresh workspace at ``path``.
 
     Raises:
@@ -158,19 +196,29 @@ def run_demo(path: Path, *, overwrite: bool = False, n_customers: int = 20_000,
         ws.close()
 
 
-def _run(ws: Workspace, result: DemoResult, n_customers: int, traffic_rows: int,
-         say: Callable[[str], None]) -> DemoResult:
+def _run(
+    ws: Workspace,
+    result: DemoResult,
+    n_customers: int,
+    traffic_rows: int,
+    say: Callable[[str], None],
+) -> DemoResult:
     say("generate and register customer data")
     data_dir = ws.root / "data"
     data_dir.mkdir()
     raw = churn.generate_churn(n_customers)
     raw_csv = data_dir / "customers-2026h1.csv"
     raw.to_csv(raw_csv, index=False)
-    customers = ws.data.register("churn-customers", raw_csv,
-                                 description="Monthly customer snapshots with churn labels",
-                                 properties={"classification": "internal",
-                                             "license": "proprietary",
-                                             "permitted_uses": ["ml-training"]})
+    customers = ws.data.register(
+        "churn-customers",
+        raw_csv,
+        description="Monthly customer snapshots with churn labels",
+        properties={
+            "classification": "internal",
+            "license": "proprietary",
+            "permitted_uses": ["ml-training"],
+        },
+    )
 
     say("profile and check data quality")
     ws.data.profile(customers)
@@ -180,10 +228,15 @@ def _run(ws: Workspace, result: DemoResult, n_customers: int, traffic_rows: int,
     table = ws.data.load(customers)
     train_val, heldout = churn.split_train_holdout(table, holdout_fraction=0.15, seed=1)
     train_df, val_df = churn.split_train_holdout(train_val, holdout_fraction=0.2, seed=2)
-    train = ws.data.register("churn-train", train_df, parents=[customers],
-                             description="Training split (by customer)")
-    val = ws.data.register("churn-validation", val_df, parents=[customers],
-                           description="Validation split (by customer)")
+    train = ws.data.register(
+        "churn-train", train_df, parents=[customers], description="Training split (by customer)"
+    )
+    val = ws.data.register(
+        "churn-validation",
+        val_df,
+        parents=[customers],
+        description="Validation split (by customer)",
+    )
     for dv in (train, val):
         ws.data.profile(dv)
         ws.data.check(dv, QUALITY_RULES)
@@ -211,28 +264,41 @@ def _run(ws: Workspace, result: DemoResult, n_customers: int, traffic_rows: int,
 
     say("register the best model with its model card")
     record = ws.tracking.get_run(best_run.id)
-    val_metrics = {k.removeprefix("val_"): v for k, v in record.metrics.items()
-                   if k.startswith("val_") and k != "val_loss"}
+    val_metrics = {
+        k.removeprefix("val_"): v
+        for k, v in record.metrics.items()
+        if k.startswith("val_") and k != "val_loss"
+    }
     card = {
         "intended_use": "Rank current subscribers by churn risk for retention offers; "
-                        "not for pricing or credit decisions.",
+        "not for pricing or credit decisions.",
         "training_data": [train.ref],
         "evaluation_data": [val.ref],
         "metrics": val_metrics,
         "limitations": "Trained on six months of snapshots; re-validate after price changes "
-                       "or contract-mix shifts.",
+        "or contract-mix shifts.",
         "ethical_considerations": "Senior status and gender are not model inputs' targets; "
-                                  "review offer rates by segment before use.",
+        "review offer rates by segment before use.",
         "kpis": ["roc_auc", "retention_rate"],
         "selection": f"best validation ROC AUC of {len(result.candidates)} candidates: "
-                     + ", ".join(f"{k} {v:.3f}" for k, v in result.candidates.items()),
+        + ", ".join(f"{k} {v:.3f}" for k, v in result.candidates.items()),
     }
-    mv = ws.registry.register(MODEL, best_model, X=X_tr, y=y_tr, run=best_run, card=card,
-                              metrics=val_metrics, owner="ml-lead",
-                              description="Churn risk classifier")
-    ws.registry.approve(mv.ref, by="risk-officer",
-                        reason=f"validation ROC AUC {best_auc:.3f} on {val.ref} meets the "
-                        "0.8 KPI")
+    mv = ws.registry.register(
+        MODEL,
+        best_model,
+        X=X_tr,
+        y=y_tr,
+        run=best_run,
+        card=card,
+        metrics=val_metrics,
+        owner="ml-lead",
+        description="Churn risk classifier",
+    )
+    ws.registry.approve(
+        mv.ref,
+        by="risk-officer",
+        reason=f"validation ROC AUC {best_auc:.3f} on {val.ref} meets the 0.8 KPI",
+    )
     ws.registry.set_alias(MODEL, "production", mv.version)
     result.model_version = mv.ref
 
@@ -272,7 +338,7 @@ def _run(ws: Workspace, result: DemoResult, n_customers: int, traffic_rows: int,
         "lens review": str(md),
         "lens review (json)": str(js),
         "quality report": "wellml data check churn-customers@1 --rules ... "
-                          f"({'passed' if quality.passed else 'failed'})",
+        f"({'passed' if quality.passed else 'failed'})",
     }
     return result
 

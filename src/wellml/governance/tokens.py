@@ -7,7 +7,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from wellml.errors import InvalidInput, NotFound, PermissionDenied
+from wellml.errors import InvalidInput, NotFound, PermissionDenied, Unauthenticated
 from wellml.names import check_name
 from wellml.store import governance as sql
 from wellml.store.metadata import MetadataStore, new_id, now
@@ -31,8 +31,13 @@ def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def issue_token(store: MetadataStore, principal: str, scopes: list[str], *,
-                ttl_days: float | None = DEFAULT_TTL_DAYS) -> IssuedToken:
+def issue_token(
+    store: MetadataStore,
+    principal: str,
+    scopes: list[str],
+    *,
+    ttl_days: float | None = DEFAULT_TTL_DAYS,
+) -> IssuedToken:
     """Issue a token for ``principal`` with ``scopes`` such as ``invoke:churn``.
 
     Raises:
@@ -49,11 +54,19 @@ def issue_token(store: MetadataStore, principal: str, scopes: list[str], *,
     tid = new_id()
     expires = None if ttl_days is None else now() + ttl_days * 86400
     with store.write() as conn:
-        sql.insert_token(conn, {
-            "id": tid, "principal": principal, "secret_hash": _hash(secret),
-            "scopes": list(scopes), "created_at": now(), "expires_at": expires,
-            "revoked_at": None, "last_used_at": None,
-        })
+        sql.insert_token(
+            conn,
+            {
+                "id": tid,
+                "principal": principal,
+                "secret_hash": _hash(secret),
+                "scopes": list(scopes),
+                "created_at": now(),
+                "expires_at": expires,
+                "revoked_at": None,
+                "last_used_at": None,
+            },
+        )
     return IssuedToken(tid, principal, tuple(scopes), expires, secret)
 
 
@@ -61,19 +74,19 @@ def authenticate(store: MetadataStore, secret: str | None, scope: str) -> dict[s
     """Check a presented token against a required scope; return the token record.
 
     Raises:
-        PermissionDenied: no token, an unknown, revoked or expired one, or a scope that does
-            not cover ``scope``.
+        Unauthenticated: no token, or an unknown, revoked or expired one.
+        PermissionDenied: the token's scopes do not cover ``scope``.
     """
     if not secret:
-        raise PermissionDenied("a token is required: send 'Authorization: Bearer <token>'")
+        raise Unauthenticated("a token is required: send 'Authorization: Bearer <token>'")
     with store.read() as conn:
         token = sql.token_by_hash(conn, _hash(secret))
     if token is None:
-        raise PermissionDenied("unknown token")
+        raise Unauthenticated("unknown token")
     if token["revoked_at"] is not None:
-        raise PermissionDenied("the token has been revoked")
+        raise Unauthenticated("the token has been revoked")
     if token["expires_at"] is not None and token["expires_at"] < now():
-        raise PermissionDenied("the token has expired")
+        raise Unauthenticated("the token has expired")
     if scope not in token["scopes"]:
         raise PermissionDenied(f"the token's scopes do not include {scope}")
     return token

@@ -132,11 +132,11 @@ class Evidence:
         with self.ws.metadata.read() as conn:
             return sql.tokens_all(conn)
 
-    @functools.lru_cache(maxsize=None)  # noqa: B019 - one Evidence lives for one review
+    @functools.cache  # noqa: B019 - one Evidence lives for one review
     def upstream(self, ref: str) -> LineageGraph:
         return self.ws.lineage.upstream(ref)
 
-    @functools.lru_cache(maxsize=None)  # noqa: B019
+    @functools.cache  # noqa: B019
     def downstream(self, ref: str) -> LineageGraph:
         return self.ws.lineage.downstream(ref)
 
@@ -173,12 +173,14 @@ class Evidence:
         """A dataset version's columns as a DataFrame, read from its verified Parquet blob."""
         import pyarrow.parquet as pq
 
-        return pq.read_table(self.ws.artifacts.local_path(dv["artifact_digest"]),
-                             columns=columns).to_pandas()
+        return pq.read_table(
+            self.ws.artifacts.local_path(dv["artifact_digest"]), columns=columns
+        ).to_pandas()
 
 
-def _outcome(examined: list[str], failing: dict[str, str], *, what: str, needed: float = 1.0
-             ) -> CheckOutcome:
+def _outcome(
+    examined: list[str], failing: dict[str, str], *, what: str, needed: float = 1.0
+) -> CheckOutcome:
     if not examined:
         return CheckOutcome("not-evaluated", f"nothing in scope: no {what} yet")
     ok = len(examined) - len(failing)
@@ -188,8 +190,10 @@ def _outcome(examined: list[str], failing: dict[str, str], *, what: str, needed:
     details = "; ".join(f"{k}: {v}" for k, v in list(failing.items())[:5])
     more = f" (+{len(failing) - 5} more)" if len(failing) > 5 else ""
     return CheckOutcome(
-        "fail", f"{ok} of {len(examined)} {what} meet the check (need {needed:.0%}); "
-        f"{details}{more}", examined, sorted(failing),
+        "fail",
+        f"{ok} of {len(examined)} {what} meet the check (need {needed:.0%}); {details}{more}",
+        examined,
+        sorted(failing),
     )
 
 
@@ -227,20 +231,29 @@ def lineage_tracked(ev: Evidence) -> CheckOutcome:
         if gaps:
             failing[v["ref"]] = ", ".join(gaps)
     for ep in ev.endpoints:
-        v = ev.versions_by_id.get(ep["model_version_id"])
-        if v is None or f"endpoint:{ep['name']}" not in ev.downstream(v["ref"]).refs():
+        served = ev.versions_by_id.get(ep["model_version_id"])
+        if served is None or f"endpoint:{ep['name']}" not in ev.downstream(served["ref"]).refs():
             failing[f"endpoint:{ep['name']}"] = "no deployment edge from its model version"
-    examined = [v["ref"] for v in scope.values()] + [f"endpoint:{e['name']}" for e in
-                                                     ev.endpoints]
-    serving_fail = [r for r in failing if r.startswith("endpoint:") or any(
-        ev.versions_by_id[i]["ref"] == r for i in serving)]
+    examined = [v["ref"] for v in scope.values()] + [f"endpoint:{e['name']}" for e in ev.endpoints]
+    serving_fail = [
+        r
+        for r in failing
+        if r.startswith("endpoint:") or any(ev.versions_by_id[i]["ref"] == r for i in serving)
+    ]
     approved_refs = [v["ref"] for v in ev.approved_versions]
     approved_ok = sum(1 for r in approved_refs if r not in failing)
     need = ev.threshold("MLOE-07.approved_share", 0.95)
-    if examined and not serving_fail and (not approved_refs or approved_ok / len(
-            approved_refs) >= need):
-        return CheckOutcome("pass", f"{len(scope)} model version(s) and {len(ev.endpoints)} "
-                            "endpoint(s) have complete lineage", examined)
+    if (
+        examined
+        and not serving_fail
+        and (not approved_refs or approved_ok / len(approved_refs) >= need)
+    ):
+        return CheckOutcome(
+            "pass",
+            f"{len(scope)} model version(s) and {len(ev.endpoints)} "
+            "endpoint(s) have complete lineage",
+            examined,
+        )
     return _outcome(examined, failing, what="approved or serving versions and endpoints")
 
 
@@ -270,8 +283,10 @@ def data_profiled(ev: Evidence) -> CheckOutcome:
 
 
 def _critical_failure(report: dict[str, Any]) -> bool:
-    return any(r.get("severity") == "critical" and not r.get("passed", True)
-               for r in report.get("results", []))
+    return any(
+        r.get("severity") == "critical" and not r.get("passed", True)
+        for r in report.get("results", [])
+    )
 
 
 @check("MLOE-11")
@@ -295,8 +310,11 @@ def versions_tracked(ev: Evidence) -> CheckOutcome:
         examined.append(v["ref"])
         if problems:
             failing[v["ref"]] = ", ".join(problems)
-    others = [r for r in ev.runs if r["id"] not in model_runs and r["started_at"] >= window
-              and r["kind"] == "train"]
+    others = [
+        r
+        for r in ev.runs
+        if r["id"] not in model_runs and r["started_at"] >= window and r["kind"] == "train"
+    ]
     other_bad = [r for r in others if _run_gaps(ev, r)]
     need = ev.threshold("MLOE-11.other_runs_share", 0.9)
     if others and (len(others) - len(other_bad)) / len(others) < need:
@@ -348,8 +366,9 @@ def validated_with_relevant_data(ev: Evidence) -> CheckOutcome:
         for e in evals:
             for t in train:
                 if e["content_digest"] == t["content_digest"]:
-                    problems.append(f"evaluation data {e['name']}@{e['version']} is the "
-                                    "training data")
+                    problems.append(
+                        f"evaluation data {e['name']}@{e['version']} is the training data"
+                    )
                     continue
                 share = _row_overlap(ev, t, e, pd)
                 if share >= 0.001:
@@ -386,8 +405,11 @@ def recoverable_endpoint(ev: Evidence) -> CheckOutcome:
         deps = [d for d in ev.deployments if d["endpoint_id"] == ep["id"]]
         problems = []
         good = [d for d in deps[:-1] if d["outcome"] not in ("failed", "rolled-back")]
-        known_good = ev.versions_by_id.get((good[-1] if good else deps[-1])["model_version_id"]
-                                           ) if deps else None
+        known_good = (
+            ev.versions_by_id.get((good[-1] if good else deps[-1])["model_version_id"])
+            if deps
+            else None
+        )
         if known_good is None:
             problems.append("no known-good model version in the registry")
         else:
@@ -418,8 +440,9 @@ def drift_monitored(ev: Evidence) -> CheckOutcome:
     for ep in ev.endpoints:
         ref = f"endpoint:{ep['name']}"
         examined.append(ref)
-        mons = [m for m in ev.monitors if m["endpoint_id"] == ep["id"]
-                and m["kind"] == "data_drift"]
+        mons = [
+            m for m in ev.monitors if m["endpoint_id"] == ep["id"] and m["kind"] == "data_drift"
+        ]
         if not mons:
             failing[ref] = "no data-drift monitor"
             continue
@@ -451,8 +474,9 @@ def _monitor_problems(ev: Evidence, ep: dict[str, Any], mon: dict[str, Any]) -> 
     version = ev.versions_by_id.get(ep["model_version_id"])
     if version is not None:
         run = ev.training_run(version)
-        train_ids = {dv["id"] for dv, role in (ev.run_inputs(run) if run else [])
-                     if role == "train"}
+        train_ids = {
+            dv["id"] for dv, role in (ev.run_inputs(run) if run else []) if role == "train"
+        }
         if mon["baseline_dataset_version_id"] not in train_ids:
             problems.append(f"baseline is not the training data of {version['ref']}")
     return problems
@@ -497,13 +521,18 @@ def access_restricted(ev: Evidence) -> CheckOutcome:
         allowed = set(declared.allowed_consumers) if declared else set()
         if not allowed:
             problems.append("wellml.yaml lists no allowed_consumers for it")
-        holders = {t["principal"] for t in ev.tokens
-                   if f"invoke:{ep['name']}" in t["scopes"] and t["revoked_at"] is None
-                   and (t["expires_at"] is None or t["expires_at"] > ev.now)}
+        holders = {
+            t["principal"]
+            for t in ev.tokens
+            if f"invoke:{ep['name']}" in t["scopes"]
+            and t["revoked_at"] is None
+            and (t["expires_at"] is None or t["expires_at"] > ev.now)
+        }
         wild = [t["id"] for t in ev.tokens if any("*" in s for s in t["scopes"])]
         if holders - allowed and allowed:
-            problems.append("tokens held by unlisted principals: "
-                            + ", ".join(sorted(holders - allowed)))
+            problems.append(
+                "tokens held by unlisted principals: " + ", ".join(sorted(holders - allowed))
+            )
         if wild:
             problems.append("wildcard-scoped tokens exist")
         if problems:
@@ -512,8 +541,11 @@ def access_restricted(ev: Evidence) -> CheckOutcome:
     if outcome.status == "pass":
         # Without per-request access logs, what makes this a pass is the construction: every
         # invocation is authenticated against a token that only listed consumers hold.
-        return CheckOutcome("pass", outcome.reason + "; every call needs a token and only "
-                            "listed consumers hold one", outcome.evidence)
+        return CheckOutcome(
+            "pass",
+            outcome.reason + "; every call needs a token and only listed consumers hold one",
+            outcome.evidence,
+        )
     return outcome
 
 
@@ -527,12 +559,25 @@ def kpis_declared(ev: Evidence) -> CheckOutcome:
     if untargeted:
         return CheckOutcome("fail", "KPIs without a target: " + ", ".join(untargeted))
     names = {k.name for k in kpis}
-    failing = {v["ref"]: "model card names no declared KPI" for v in ev.approved_versions
-               if not names & set(v["card"].get("kpis", []))}
+    failing = {
+        v["ref"]: "model card names no declared KPI"
+        for v in ev.approved_versions
+        if not names & set(v["card"].get("kpis", []))
+    }
     examined = ["spec:business.kpis"] + [v["ref"] for v in ev.approved_versions]
     if failing:
-        return CheckOutcome("fail", "approved model cards that name no declared KPI: "
-                            + ", ".join(sorted(failing)), examined, sorted(failing))
-    return CheckOutcome("pass", f"{len(kpis)} KPI(s) with targets declared: "
-                        + ", ".join(f"{k.name} ≥ {k.target}" if k.direction == "maximize"
-                                    else f"{k.name} ≤ {k.target}" for k in kpis), examined)
+        return CheckOutcome(
+            "fail",
+            "approved model cards that name no declared KPI: " + ", ".join(sorted(failing)),
+            examined,
+            sorted(failing),
+        )
+    return CheckOutcome(
+        "pass",
+        f"{len(kpis)} KPI(s) with targets declared: "
+        + ", ".join(
+            f"{k.name} ≥ {k.target}" if k.direction == "maximize" else f"{k.name} ≤ {k.target}"
+            for k in kpis
+        ),
+        examined,
+    )

@@ -24,11 +24,23 @@ if TYPE_CHECKING:
 STATUSES = ("pass", "fail", "manual", "not-evaluated")
 
 _CAPABILITY_NAMES = {
-    "spec": "project spec", "cat": "data catalog", "dq": "data quality", "fs": "feature store",
-    "exp": "experiment tracking", "lin": "lineage", "pipe": "pipelines",
-    "hpo": "tuning/AutoML", "reg": "model registry", "ep": "endpoints", "mon": "model monitor",
-    "clr": "clarify", "hrq": "human review", "cost": "cost tracking", "nrg": "energy tracking",
-    "sec": "security", "lens": "lens engine",
+    "spec": "project spec",
+    "cat": "data catalog",
+    "dq": "data quality",
+    "fs": "feature store",
+    "exp": "experiment tracking",
+    "lin": "lineage",
+    "pipe": "pipelines",
+    "hpo": "tuning/AutoML",
+    "reg": "model registry",
+    "ep": "endpoints",
+    "mon": "model monitor",
+    "clr": "clarify",
+    "hrq": "human review",
+    "cost": "cost tracking",
+    "nrg": "energy tracking",
+    "sec": "security",
+    "lens": "lens engine",
 }
 
 
@@ -52,10 +64,18 @@ class PracticeResult:
     def to_dict(self) -> dict[str, Any]:
         """Plain data for JSON output."""
         return {
-            "id": self.id, "title": self.title, "pillar": self.pillar, "phase": self.phase,
-            "risk": self.risk, "mode": self.mode, "status": self.status, "reason": self.reason,
-            "evidence": list(self.evidence), "failing": list(self.failing),
-            "question": self.question, "self_attested": self.self_attested,
+            "id": self.id,
+            "title": self.title,
+            "pillar": self.pillar,
+            "phase": self.phase,
+            "risk": self.risk,
+            "mode": self.mode,
+            "status": self.status,
+            "reason": self.reason,
+            "evidence": list(self.evidence),
+            "failing": list(self.failing),
+            "question": self.question,
+            "self_attested": self.self_attested,
         }
 
 
@@ -71,29 +91,46 @@ class Review:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for JSON output."""
-        return {"id": self.id, "project": self.project, "created_at": self.created_at,
-                "summary": self.summary, "results": [r.to_dict() for r in self.results]}
+        return {
+            "id": self.id,
+            "project": self.project,
+            "created_at": self.created_at,
+            "summary": self.summary,
+            "results": [r.to_dict() for r in self.results],
+        }
 
     def to_markdown(self) -> str:
         """A readable report: the roll-up, then improvement items by risk, then every result."""
         s = self.summary
-        lines = [f"# Lens review of {self.project}", "",
-                 f"{s['total']} practices: " + ", ".join(
-                     f"{s['by_status'].get(k, 0)} {k}" for k in STATUSES), "",
-                 "| pillar | pass | fail | manual | not-evaluated | high-risk fails |",
-                 "|---|---|---|---|---|---|"]
+        lines = [
+            f"# Lens review of {self.project}",
+            "",
+            f"{s['total']} practices: "
+            + ", ".join(f"{s['by_status'].get(k, 0)} {k}" for k in STATUSES),
+            "",
+            "| pillar | pass | fail | manual | not-evaluated | high-risk fails |",
+            "|---|---|---|---|---|---|",
+        ]
         for pillar in PILLARS:
             p = s["by_pillar"][pillar]
-            lines.append(f"| {pillar} | {p.get('pass', 0)} | {p.get('fail', 0)} | "
-                         f"{p.get('manual', 0)} | {p.get('not-evaluated', 0)} | "
-                         f"{p.get('high_risk_fail', 0)} |")
-        fails = sorted((r for r in self.results if r.status == "fail"),
-                       key=lambda r: (r.risk != "high", r.id))
+            lines.append(
+                f"| {pillar} | {p.get('pass', 0)} | {p.get('fail', 0)} | "
+                f"{p.get('manual', 0)} | {p.get('not-evaluated', 0)} | "
+                f"{p.get('high_risk_fail', 0)} |"
+            )
+        fails = sorted(
+            (r for r in self.results if r.status == "fail"), key=lambda r: (r.risk != "high", r.id)
+        )
         if fails:
             lines += ["", "## Improvement items", ""]
             lines += [f"- **{r.id}** ({r.risk}) {r.title}: {r.reason}" for r in fails]
-        lines += ["", "## All practices", "", "| id | status | risk | title | reason |",
-                  "|---|---|---|---|---|"]
+        lines += [
+            "",
+            "## All practices",
+            "",
+            "| id | status | risk | title | reason |",
+            "|---|---|---|---|---|",
+        ]
         for r in self.results:
             reason = r.reason.replace("|", "/").replace("\n", " ")
             lines.append(f"| {r.id} | {r.status} | {r.risk} | {r.title} | {reason} |")
@@ -135,24 +172,35 @@ class LensReviewer:
         rid = None
         if save:
             with self._ws.metadata.write() as conn:
-                rid = sql.add_review(conn, summary, [r.to_dict() for r in results],
-                                     current_user())
+                rid = sql.add_review(conn, summary, [r.to_dict() for r in results], current_user())
         return Review(rid, self._ws.spec.name, time.time(), tuple(results), summary)
 
-    def _evaluate(self, p: Practice, evidence: Evidence, answers: dict[str, dict[str, Any]]
-                  ) -> PracticeResult:
-        base = {"id": p.id, "title": p.title, "pillar": p.pillar, "phase": p.phase,
-                "risk": p.risk, "mode": p.mode}
+    def _evaluate(
+        self, p: Practice, evidence: Evidence, answers: dict[str, dict[str, Any]]
+    ) -> PracticeResult:
+        base = {
+            "id": p.id,
+            "title": p.title,
+            "pillar": p.pillar,
+            "phase": p.phase,
+            "risk": p.risk,
+            "mode": p.mode,
+        }
         if p.mode == "manual":
             ans = answers.get(p.id)
             if ans is None:
-                return PracticeResult(**base, status="manual", question=p.question,
-                                      reason="needs an answer: wellml lens answer "
-                                      f"{p.id} CHOICE")
+                return PracticeResult(
+                    **base,
+                    status="manual",
+                    question=p.question,
+                    reason=f"needs an answer: wellml lens answer {p.id} CHOICE",
+                )
             choice = next((c for c in p.choices if c.key == ans["choice"]), None)
             passed = bool(choice and choice.passes)
             return PracticeResult(
-                **base, status="pass" if passed else "fail", question=p.question,
+                **base,
+                status="pass" if passed else "fail",
+                question=p.question,
                 self_attested=True,
                 reason=f"answered ({ans['choice']}) by {ans['answered_by']}: "
                 + (choice.text if choice else "unknown choice")
@@ -161,15 +209,24 @@ class LensReviewer:
         check = CHECKS.get(p.id)
         if check is None:
             needs = ", ".join(_CAPABILITY_NAMES.get(c, c) for c in p.capabilities)
-            return PracticeResult(**base, status="not-evaluated",
-                                  reason=f"no automated check yet; it needs: {needs}")
+            return PracticeResult(
+                **base, status="not-evaluated", reason=f"no automated check yet; it needs: {needs}"
+            )
         try:
             outcome: CheckOutcome = check(evidence)
-        except Exception as exc:  # noqa: BLE001 - one broken check must not sink the review
-            return PracticeResult(**base, status="not-evaluated",
-                                  reason=f"the check failed to run: {type(exc).__name__}: {exc}")
-        return PracticeResult(**base, status=outcome.status, reason=outcome.reason,
-                              evidence=tuple(outcome.evidence), failing=tuple(outcome.failing))
+        except Exception as exc:
+            return PracticeResult(
+                **base,
+                status="not-evaluated",
+                reason=f"the check failed to run: {type(exc).__name__}: {exc}",
+            )
+        return PracticeResult(
+            **base,
+            status=outcome.status,
+            reason=outcome.reason,
+            evidence=tuple(outcome.evidence),
+            failing=tuple(outcome.failing),
+        )
 
     def answer(self, practice_id: str, choice: str, *, note: str = "") -> None:
         """Record the team's answer to a manual practice.

@@ -236,8 +236,9 @@ class LineageService:
         """Everything made from ``ref``, transitively."""
         return self.walk(ref, direction="downstream", depth=depth)
 
-    def walk(self, ref: str, *, direction: Direction = "both", depth: int | None = None
-             ) -> LineageGraph:
+    def walk(
+        self, ref: str, *, direction: Direction = "both", depth: int | None = None
+    ) -> LineageGraph:
         """Breadth-first walk from ``ref``: one query per level, not per node.
 
         Raises:
@@ -247,8 +248,8 @@ class LineageService:
             root = self._node(conn, ref)
             nodes: dict[str, LineageNode] = {root.id: root}
             edges: set[LineageEdge] = set()
-            dirs: Sequence[str] = ("upstream", "downstream") if direction == "both" else (
-                direction,
+            dirs: Sequence[str] = (
+                ("upstream", "downstream") if direction == "both" else (direction,)
             )
             for d in dirs:
                 self._walk_one_way(conn, root, d, depth, nodes, edges)

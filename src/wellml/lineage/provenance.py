@@ -66,7 +66,7 @@ def environment() -> Environment:
     """The interpreter and installed distributions, hashed into a stable id."""
     packages: dict[str, str] = {}
     for dist in importlib_metadata.distributions():
-        name = dist.metadata.get("Name")
+        name = dist.metadata["Name"]
         if name:
             packages[name.lower().replace("_", "-")] = dist.version
     packages = dict(sorted(packages.items()))

@@ -75,7 +75,8 @@ CATEGORICAL: Kind = "categorical"
 
 # A numeric column with at most this many distinct values, all of them integers, is a flag or a
 # code (0/1, 1/2), not a measurement: quantile bins collapse on it and the KS p-value is
-# conservative on heavily tied data, while the chi-square test is exact for what it is.
+# conservative on heavily tied data, while the chi-square test is exact for what it is. Fixed at
+# 2 because the check compares every row with the column's minimum and maximum, with no sort.
 MAX_CODE_VALUES = 2
 
 # How many unseen category labels a result lists; the counts are always complete.
@@ -285,7 +286,11 @@ def _code_counts(values: np.ndarray) -> _CategoricalSample:
     present = values[~nulls]
     uniq, counts = np.unique(present, return_counts=True)
     index = pd.Index([int(u) for u in uniq], dtype=object)
-    return _CategoricalSample(pd.Series(counts.astype(np.int64), index=index), int(nulls.sum()))
+    # Most frequent first, like value_counts, so every categorical table has one column order.
+    series = pd.Series(counts.astype(np.int64), index=index).sort_values(
+        ascending=False, kind="stable"
+    )
+    return _CategoricalSample(series, int(nulls.sum()))
 
 
 def _is_code_column(ref: np.ndarray, cur: np.ndarray) -> bool:

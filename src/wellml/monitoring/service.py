@@ -96,9 +96,9 @@ def _constraints(profile: dict[str, Any], features: list[str]) -> dict[str, Any]
         }
         if c["logical_type"] in ("integer", "float") and c.get("min") is not None:
             entry["num_constraints"] = {"is_non_negative": c["min"] >= 0}
-        if c["logical_type"] in ("string", "boolean") and c.get("top_values"):
-            if c["distinct"] <= len(c["top_values"]):
-                entry["string_constraints"] = {"domains": [v for v, _ in c["top_values"]]}
+        top = c.get("top_values")
+        if c["logical_type"] in ("string", "boolean") and top and c["distinct"] <= len(top):
+            entry["string_constraints"] = {"domains": [v for v, _ in c["top_values"]]}
         out.append(entry)
     return {"version": 0, "features": out}
 

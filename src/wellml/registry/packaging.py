@@ -14,8 +14,17 @@ from wellml.errors import InvalidInput, PermissionDenied
 
 FLAVOR_SKLEARN = "sklearn"
 # Module prefixes whose types may be rebuilt from a model file.
-TRUSTED_MODULES = ("sklearn.", "numpy.", "scipy.", "builtins.", "collections.", "skops.",
-                   "xgboost.", "lightgbm.", "pandas.")
+TRUSTED_MODULES = (
+    "sklearn.",
+    "numpy.",
+    "scipy.",
+    "builtins.",
+    "collections.",
+    "skops.",
+    "xgboost.",
+    "lightgbm.",
+    "pandas.",
+)
 
 
 def save_model(model: Any) -> bytes:

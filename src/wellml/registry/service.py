@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,8 +22,16 @@ from wellml.store.metadata import MetadataStore, new_id, now
 STATUSES = ("pending", "approved", "rejected")
 PACKAGE_FORMAT = "wellml-model/1"
 MODEL_FILE = "model.skops"
-CARD_FIELDS = ("intended_use", "training_data", "evaluation_data", "metrics", "limitations",
-               "owner", "ethical_considerations", "explainability")
+CARD_FIELDS = (
+    "intended_use",
+    "training_data",
+    "evaluation_data",
+    "metrics",
+    "limitations",
+    "owner",
+    "ethical_considerations",
+    "explainability",
+)
 
 
 @dataclass(frozen=True)
@@ -36,7 +45,7 @@ class ModelVersion:
     flavor: str
     package_digest: str
     signature: Signature
-    requirements: list[str]
+    requirements: builtins.list[str]
     card: dict[str, Any]
     metrics: dict[str, Any]
     status: str
@@ -108,8 +117,9 @@ def _version(row: dict[str, Any], aliases: dict[str, str] | None = None) -> Mode
 class Registry:
     """Registered models and their versions."""
 
-    def __init__(self, store: MetadataStore, artifacts: ArtifactStore, lineage: LineageService
-                 ) -> None:
+    def __init__(
+        self, store: MetadataStore, artifacts: ArtifactStore, lineage: LineageService
+    ) -> None:
         self._store = store
         self._artifacts = artifacts
         self._lineage = lineage
@@ -126,7 +136,7 @@ class Registry:
         run: Any = None,
         card: dict[str, Any] | None = None,
         metrics: dict[str, Any] | None = None,
-        training_data: list[Any] | None = None,
+        training_data: builtins.list[Any] | None = None,
         description: str = "",
         owner: str | None = None,
     ) -> ModelVersion:
@@ -182,16 +192,29 @@ class Registry:
                         ref=f"model:{name}@{version}",
                         uri=f"sha256:{package_digest}",
                         digest=package_digest,
-                        properties={"flavor": FLAVOR_SKLEARN,
-                                    "model_class": manifest["model_class"]},
+                        properties={
+                            "flavor": FLAVOR_SKLEARN,
+                            "model_class": manifest["model_class"],
+                        },
                     )
                     row = {
-                        "id": vid, "model_id": mdl["id"], "version": version, "run_id": run_id,
-                        "flavor": FLAVOR_SKLEARN, "package_digest": package_digest,
-                        "signature": signature.to_dict(), "requirements": reqs, "card": card,
-                        "metrics": metrics or {}, "status": "pending", "status_by": None,
-                        "status_reason": None, "status_at": None, "created_at": now(),
-                        "created_by": user, "lineage_artifact_id": art,
+                        "id": vid,
+                        "model_id": mdl["id"],
+                        "version": version,
+                        "run_id": run_id,
+                        "flavor": FLAVOR_SKLEARN,
+                        "package_digest": package_digest,
+                        "signature": signature.to_dict(),
+                        "requirements": reqs,
+                        "card": card,
+                        "metrics": metrics or {},
+                        "status": "pending",
+                        "status_by": None,
+                        "status_reason": None,
+                        "status_at": None,
+                        "created_at": now(),
+                        "created_by": user,
+                        "lineage_artifact_id": art,
                     }
                     sql.insert_version(conn, row)
                     sql.add_event(conn, vid, "registered", user)
@@ -199,15 +222,21 @@ class Registry:
                         self._lineage.link(conn, run_exec, outputs=[(art, "model")])
                     else:
                         self._lineage.record_execution(
-                            conn, kind="register", ref=f"register:{vid}",
+                            conn,
+                            kind="register",
+                            ref=f"register:{vid}",
                             name=f"register {name}@{version}",
-                            inputs=[(d.lineage_artifact_id, "train")
-                                    for d in (training_data or [])],
+                            inputs=[
+                                (d.lineage_artifact_id, "train") for d in (training_data or [])
+                            ],
                             outputs=[(art, "model")],
                         )
                     if run_exec and training_data:
-                        self._lineage.link(conn, run_exec, inputs=[
-                            (d.lineage_artifact_id, "train") for d in training_data])
+                        self._lineage.link(
+                            conn,
+                            run_exec,
+                            inputs=[(d.lineage_artifact_id, "train") for d in training_data],
+                        )
                     row["name"] = name
                     return _version(row)
             except sqlalchemy.exc.IntegrityError:
@@ -256,18 +285,19 @@ class Registry:
             aliases = sql.aliases_of_model(conn, row["model_id"])
         return _version(row, aliases)
 
-    def by_lineage_ids(self, ids: list[str]) -> list[ModelVersion]:
+    def by_lineage_ids(self, ids: builtins.list[str]) -> builtins.list[ModelVersion]:
         """The versions behind these lineage artifact ids."""
         with self._store.read() as conn:
             return [_version(r) for r in sql.versions_by_lineage_ids(conn, ids)]
 
-    def list(self) -> list[dict[str, Any]]:
+    def list(self) -> builtins.list[dict[str, Any]]:
         """Every registered model with version count and latest version."""
         with self._store.read() as conn:
             return sql.list_models(conn)
 
-    def versions(self, name: str | None = None, *, status: str | None = None
-                 ) -> list[ModelVersion]:
+    def versions(
+        self, name: str | None = None, *, status: str | None = None
+    ) -> builtins.list[ModelVersion]:
         """Versions (of one model, or all), newest first; optionally only one status."""
         if status is not None and status not in STATUSES:
             raise InvalidInput(f"status must be one of {', '.join(STATUSES)}")
@@ -276,7 +306,7 @@ class Registry:
             alias_maps = {r["model_id"]: sql.aliases_of_model(conn, r["model_id"]) for r in rows}
         return [_version(r, alias_maps[r["model_id"]]) for r in rows]
 
-    def history(self, ref: str) -> list[dict[str, Any]]:
+    def history(self, ref: str) -> builtins.list[dict[str, Any]]:
         """A version's events: registered, approved, rejected, aliases set."""
         mv = self.get(ref)
         with self._store.read() as conn:
@@ -344,8 +374,9 @@ class Registry:
             sql.set_status(conn, mv.id, status, by or current_user(), reason)
         return self.by_id(mv.id)
 
-    def set_alias(self, name: str, alias: str, version: int | str, *, by: str | None = None
-                  ) -> ModelVersion:
+    def set_alias(
+        self, name: str, alias: str, version: int | str, *, by: str | None = None
+    ) -> ModelVersion:
         """Point ``name@alias`` at a version (moving the alias if it exists).
 
         Raises:
@@ -384,7 +415,9 @@ class Registry:
         metrics = {}
         for k in keys:
             va, vb = a.metrics.get(k), b.metrics.get(k)
-            diff = vb - va if isinstance(va, (int, float)) and isinstance(vb, (int, float)) else None
+            diff = (
+                vb - va if isinstance(va, (int, float)) and isinstance(vb, (int, float)) else None
+            )
             metrics[k] = {"a": va, "b": vb, "diff": diff}
         cols_a = {c.name: c.type for c in a.signature.inputs}
         cols_b = {c.name: c.type for c in b.signature.inputs}
@@ -396,7 +429,8 @@ class Registry:
             "signature": {
                 "added": sorted(set(cols_b) - set(cols_a)),
                 "removed": sorted(set(cols_a) - set(cols_b)),
-                "type_changed": sorted(k for k in set(cols_a) & set(cols_b)
-                                       if cols_a[k] != cols_b[k]),
+                "type_changed": sorted(
+                    k for k in set(cols_a) & set(cols_b) if cols_a[k] != cols_b[k]
+                ),
             },
         }

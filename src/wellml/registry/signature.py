@@ -40,8 +40,12 @@ class Signature:
         """Plain data for storage and JSON."""
         return {
             "inputs": [
-                {"name": c.name, "type": c.type, "nullable": c.nullable,
-                 **({"categories": list(c.categories)} if c.categories is not None else {})}
+                {
+                    "name": c.name,
+                    "type": c.type,
+                    "nullable": c.nullable,
+                    **({"categories": list(c.categories)} if c.categories is not None else {}),
+                }
                 for c in self.inputs
             ],
             "output": self.output,
@@ -53,7 +57,9 @@ class Signature:
         return cls(
             inputs=tuple(
                 ColumnSpec(
-                    c["name"], c["type"], bool(c.get("nullable", True)),
+                    c["name"],
+                    c["type"],
+                    bool(c.get("nullable", True)),
                     tuple(c["categories"]) if c.get("categories") is not None else None,
                 )
                 for c in data.get("inputs", [])
@@ -157,8 +163,11 @@ def _coerce(col: pd.Series, kind: str) -> pd.Series:
         if pd.api.types.is_bool_dtype(col):
             return col
         mapped = col.map(
-            lambda v: v if isinstance(v, bool) else {"true": True, "false": False, "1": True,
-                                                     "0": False}.get(str(v).lower())
+            lambda v: (
+                v
+                if isinstance(v, bool)
+                else {"true": True, "false": False, "1": True, "0": False}.get(str(v).lower())
+            )
         )
         if mapped.isna().any() and not col.isna().equals(mapped.isna()):
             raise ValueError("not a boolean")
@@ -168,8 +177,9 @@ def _coerce(col: pd.Series, kind: str) -> pd.Series:
     # Strings: numbers sent for a categorical column are read as their text.
     if col.map(lambda v: isinstance(v, (dict, list))).any():
         raise ValueError("nested value")
-    return col.map(lambda v: v if v is None or (isinstance(v, float) and np.isnan(v))
-                   else str(v)).astype(object)
+    return col.map(
+        lambda v: v if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)
+    ).astype(object)
 
 
 def _first_bad(col: pd.Series, kind: str) -> Any:

@@ -21,7 +21,7 @@ import pandas as pd
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from wellml.errors import InvalidInput, PermissionDenied, SchemaMismatch, WellmlError, http_status
+from wellml.errors import InvalidInput, SchemaMismatch, WellmlError, http_status
 from wellml.registry.signature import Signature, validate_frame
 from wellml.serving.capture import CaptureWriter
 
@@ -88,8 +88,9 @@ def _parse_json(body: bytes, signature: Signature, *, lines: bool) -> pd.DataFra
     if isinstance(data, list):
         return _records(data, signature)
     if not isinstance(data, dict):
-        raise RequestError("JSON must be a list of records or an object with one of "
-                           + ", ".join(_MLFLOW_KEYS))
+        raise RequestError(
+            "JSON must be a list of records or an object with one of " + ", ".join(_MLFLOW_KEYS)
+        )
     keys = [k for k in _MLFLOW_KEYS if k in data]
     if len(keys) != 1:
         raise RequestError("a JSON object must hold exactly one of " + ", ".join(_MLFLOW_KEYS))
@@ -133,8 +134,9 @@ def _records(rows: list[Any], signature: Signature) -> pd.DataFrame:
 def _parse_csv(body: bytes, signature: Signature) -> pd.DataFrame:
     try:
         text = body.decode()
-        frame = pd.read_csv(io.StringIO(text), header=None, dtype=str, keep_default_na=False,
-                            na_values=[""])
+        frame = pd.read_csv(
+            io.StringIO(text), header=None, dtype=str, keep_default_na=False, na_values=[""]
+        )
     except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise RequestError(f"malformed CSV: {exc}") from None
     cols = signature.columns
@@ -205,8 +207,9 @@ def build_app(
         if on_shutdown is not None:
             on_shutdown()
 
-    app = FastAPI(title=f"wellml endpoint {served.endpoint}", docs_url=None, redoc_url=None,
-                  lifespan=lifespan)
+    app = FastAPI(
+        title=f"wellml endpoint {served.endpoint}", docs_url=None, redoc_url=None, lifespan=lifespan
+    )
 
     @app.get("/ping")
     def ping() -> Response:
@@ -214,9 +217,10 @@ def build_app(
 
     @app.post("/invocations")
     async def invocations(request: Request) -> Response:
-        inference_id = next(
-            (request.headers[h] for h in INFERENCE_ID_HEADERS if h in request.headers), None
-        ) or uuid.uuid4().hex
+        inference_id = (
+            next((request.headers[h] for h in INFERENCE_ID_HEADERS if h in request.headers), None)
+            or uuid.uuid4().hex
+        )
         try:
             if authenticate is not None:
                 auth = request.headers.get("authorization", "")
@@ -225,17 +229,13 @@ def build_app(
             declared = request.headers.get("content-length")
             if declared is not None and declared.isdigit() and int(declared) > max_payload_bytes:
                 raise RequestError(f"payload larger than {max_payload_bytes} bytes", 413)
-            body = await request.body()
-            if len(body) > max_payload_bytes:
+            raw = await request.body()
+            if len(raw) > max_payload_bytes:
                 raise RequestError(f"payload larger than {max_payload_bytes} bytes", 413)
-            frame = parse_payload(body, request.headers.get("content-type", ""),
-                                  served.signature)
+            frame = parse_payload(raw, request.headers.get("content-type", ""), served.signature)
             clean, outputs = predict(served, frame)
         except RequestError as exc:
             return _error(exc.status, str(exc), inference_id)
-        except PermissionDenied as exc:
-            status = 401 if "required" in str(exc) or "unknown" in str(exc) else 403
-            return _error(status, str(exc), inference_id)
         except WellmlError as exc:
             return _error(http_status(exc), str(exc), inference_id)
         if capture is not None and capture.sampled():
@@ -244,21 +244,26 @@ def build_app(
                 per_row["probability"] = [max(p) for p in outputs["probabilities"]]
             try:
                 capture.add(inference_id, served.model_version, clean, per_row)
-            except Exception:  # noqa: BLE001 - capture must never fail a request
+            except Exception:
                 log.exception("data capture failed for %s", inference_id)
-        body = {"predictions": outputs["prediction"]}
+        body: dict[str, Any] = {"predictions": outputs["prediction"]}
         if "probabilities" in outputs:
             body["probabilities"] = outputs["probabilities"]
             body["classes"] = outputs["classes"]
         return JSONResponse(
             body,
-            headers={"x-wellml-model-version": served.model_version,
-                     "x-wellml-inference-id": inference_id},
+            headers={
+                "x-wellml-model-version": served.model_version,
+                "x-wellml-inference-id": inference_id,
+            },
         )
 
     return app
 
 
 def _error(status: int, message: str, inference_id: str) -> JSONResponse:
-    return JSONResponse({"error": message, "status": status}, status_code=status,
-                        headers={"x-wellml-inference-id": inference_id})
+    return JSONResponse(
+        {"error": message, "status": status},
+        status_code=status,
+        headers={"x-wellml-inference-id": inference_id},
+    )

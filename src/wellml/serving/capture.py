@@ -55,8 +55,9 @@ class CaptureWriter:
         """Whether this request is in the sample."""
         return self.sampling_percent >= 100 or self._rng.random() * 100 < self.sampling_percent
 
-    def add(self, inference_id: str, model_version: str, inputs: pd.DataFrame,
-            outputs: dict[str, Any]) -> None:
+    def add(
+        self, inference_id: str, model_version: str, inputs: pd.DataFrame, outputs: dict[str, Any]
+    ) -> None:
         """Buffer one request: its input rows and, per row, the model's outputs."""
         frame = inputs.reset_index(drop=True).copy()
         frame.insert(0, "model_version", model_version)
@@ -79,10 +80,14 @@ class CaptureWriter:
             return None
         data = pd.concat(frames, ignore_index=True)
         stamp = time.gmtime()
-        uri = "/".join((
-            self.root, self.endpoint, time.strftime("%Y/%m/%d/%H", stamp),
-            f"{time.strftime('%Y%m%dT%H%M%S', stamp)}-{uuid.uuid4().hex[:12]}.parquet",
-        ))
+        uri = "/".join(
+            (
+                self.root,
+                self.endpoint,
+                time.strftime("%Y/%m/%d/%H", stamp),
+                f"{time.strftime('%Y%m%dT%H%M%S', stamp)}-{uuid.uuid4().hex[:12]}.parquet",
+            )
+        )
         table = pa.Table.from_pandas(data, preserve_index=False)
         fs, path = fsspec.core.url_to_fs(uri)
         fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
@@ -99,7 +104,7 @@ class CaptureWriter:
         while not self._stop.wait(self.flush_seconds):
             try:
                 self.flush()
-            except Exception:  # noqa: BLE001 - a failed flush must not kill serving
+            except Exception:
                 import logging
 
                 logging.getLogger("wellml.capture").exception("capture flush failed")

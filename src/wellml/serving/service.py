@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import os
 import signal
 import socket
@@ -15,11 +16,18 @@ import httpx
 import pandas as pd
 
 from wellml.config import current_user
-from wellml.errors import BackendUnavailable, Conflict, InvalidInput, NotFound
+from wellml.errors import (
+    BackendUnavailable,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+)
 from wellml.governance import tokens
 from wellml.names import check_name
-from wellml.store import serving as sql
 from wellml.processes import pid_alive
+from wellml.store import serving as sql
 from wellml.store.metadata import new_id, now
 
 if TYPE_CHECKING:
@@ -46,7 +54,7 @@ class EndpointRecord:
     created_at: float
     updated_at: float
     lineage_artifact_id: str
-    deployments: list[dict[str, Any]] = field(default_factory=list)
+    deployments: builtins.list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -124,11 +132,20 @@ class Endpoints:
             with self._store.read() as conn:
                 history = sql.deployments_of(conn, row["id"])
         return EndpointRecord(
-            id=row["id"], name=row["name"], model_ref=row["model_ref"],
-            model_version_id=row["model_version_id"], model_version=mv.ref,
-            status=row["status"], host=row["host"], port=row["port"], pid=row["pid"],
-            config=row["config"], created_at=row["created_at"], updated_at=row["updated_at"],
-            lineage_artifact_id=row["lineage_artifact_id"], deployments=history,
+            id=row["id"],
+            name=row["name"],
+            model_ref=row["model_ref"],
+            model_version_id=row["model_version_id"],
+            model_version=mv.ref,
+            status=row["status"],
+            host=row["host"],
+            port=row["port"],
+            pid=row["pid"],
+            config=row["config"],
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+            lineage_artifact_id=row["lineage_artifact_id"],
+            deployments=history,
         )
 
     def get(self, name: str) -> EndpointRecord:
@@ -143,7 +160,7 @@ class Endpoints:
             raise NotFound(f"no endpoint named {name!r}")
         return self._record(self._refresh(row), with_history=True)
 
-    def list(self) -> list[EndpointRecord]:
+    def list(self) -> builtins.list[EndpointRecord]:
         """Every endpoint."""
         with self._store.read() as conn:
             rows = sql.list_endpoints(conn)
@@ -197,33 +214,64 @@ class Endpoints:
         user = current_user()
         with self._store.write() as conn:
             row = sql.endpoint_by_name(conn, name)
-            if row is not None and row["status"] == "in-service" and row["pid"] and pid_alive(
-                    row["pid"]):
+            if (
+                row is not None
+                and row["status"] == "in-service"
+                and row["pid"]
+                and pid_alive(row["pid"])
+            ):
                 raise Conflict(f"endpoint {name!r} is running (pid {row['pid']}); stop it first")
             if row is None:
                 art = self._ws.lineage.add_artifact(
                     conn, kind="endpoint", ref=f"endpoint:{name}", properties={"host": host}
                 )
                 row = {
-                    "id": new_id(), "name": name, "model_ref": model_ref,
-                    "model_version_id": mv.id, "status": "creating", "host": host,
-                    "port": port, "pid": None, "config": config, "created_at": now(),
-                    "updated_at": now(), "lineage_artifact_id": art,
+                    "id": new_id(),
+                    "name": name,
+                    "model_ref": model_ref,
+                    "model_version_id": mv.id,
+                    "status": "creating",
+                    "host": host,
+                    "port": port,
+                    "pid": None,
+                    "config": config,
+                    "created_at": now(),
+                    "updated_at": now(),
+                    "lineage_artifact_id": art,
                 }
                 sql.insert_endpoint(conn, row)
             else:
                 sql.update_endpoint(
-                    conn, row["id"], model_ref=model_ref, model_version_id=mv.id,
-                    status="creating", host=host, port=port, pid=None, config=config,
+                    conn,
+                    row["id"],
+                    model_ref=model_ref,
+                    model_version_id=mv.id,
+                    status="creating",
+                    host=host,
+                    port=port,
+                    pid=None,
+                    config=config,
                 )
             dep_id = new_id()
-            sql.add_deployment(conn, {
-                "id": dep_id, "endpoint_id": row["id"], "model_version_id": mv.id,
-                "config": config, "actor": user, "origin": "manual", "outcome": "created",
-                "started_at": now(), "ended_at": None,
-            })
+            sql.add_deployment(
+                conn,
+                {
+                    "id": dep_id,
+                    "endpoint_id": row["id"],
+                    "model_version_id": mv.id,
+                    "config": config,
+                    "actor": user,
+                    "origin": "manual",
+                    "outcome": "created",
+                    "started_at": now(),
+                    "ended_at": None,
+                },
+            )
             self._ws.lineage.record_execution(
-                conn, kind="deploy", ref=f"deploy:{dep_id}", name=f"deploy {mv.ref} to {name}",
+                conn,
+                kind="deploy",
+                ref=f"deploy:{dep_id}",
+                name=f"deploy {mv.ref} to {name}",
                 inputs=[(mv.lineage_artifact_id, "model")],
                 outputs=[(row["lineage_artifact_id"], "endpoint")],
                 properties={"config": config},
@@ -249,7 +297,8 @@ class Endpoints:
         capture = None
         if ep.config.get("capture_percent", 0) > 0:
             capture = CaptureWriter(
-                self._ws.urls.capture, ep.name,
+                self._ws.urls.capture,
+                ep.name,
                 sampling_percent=ep.config["capture_percent"],
                 on_file=lambda uri, rows, t0, t1: self._record_capture(ep.id, uri, rows, t0, t1),
             )
@@ -264,13 +313,18 @@ class Endpoints:
                     if dep["ended_at"] is None:
                         sql.end_deployment(conn, dep["id"], "stopped")
 
-        app = build_app(served, capture=capture, authenticate=authenticate,
-                        max_payload_bytes=ep.config.get("max_payload_bytes", 6 << 20),
-                        on_shutdown=stopped)
+        app = build_app(
+            served,
+            capture=capture,
+            authenticate=authenticate,
+            max_payload_bytes=ep.config.get("max_payload_bytes", 6 << 20),
+            on_shutdown=stopped,
+        )
         with self._store.write() as conn:
             sql.update_endpoint(conn, ep.id, status="in-service", pid=os.getpid())
-        config = uvicorn.Config(app, host=ep.host, port=ep.port, log_level="warning",
-                                access_log=False, lifespan="on")
+        config = uvicorn.Config(
+            app, host=ep.host, port=ep.port, log_level="warning", access_log=False, lifespan="on"
+        )
         server = uvicorn.Server(config)
         try:
             server.run()
@@ -279,19 +333,35 @@ class Endpoints:
                 row = sql.endpoint_by_name(conn, name)
             if row is not None and row["status"] == "in-service":
                 with self._store.write() as conn:
-                    sql.update_endpoint(conn, ep.id, status="failed" if not server.started
-                                        else "stopped", pid=None)
+                    sql.update_endpoint(
+                        conn, ep.id, status="failed" if not server.started else "stopped", pid=None
+                    )
 
-    def start(self, model_ref: str, *, name: str | None = None, port: int | None = None,
-              timeout: float = 90, **deploy_args: Any) -> RunningEndpoint:
+    def start(
+        self,
+        model_ref: str,
+        *,
+        name: str | None = None,
+        port: int | None = None,
+        timeout: float = 90,
+        **deploy_args: Any,
+    ) -> RunningEndpoint:
         """Deploy and serve an endpoint in a child process; return once it answers /ping.
 
         Raises:
             BackendUnavailable: the server did not come up within ``timeout`` seconds.
         """
         ep = self.deploy(model_ref, name=name, port=port or free_port(), **deploy_args)
-        cmd = [sys.executable, "-m", "wellml", "--workspace", str(self._ws.root),
-               "endpoints", "up", ep.name]
+        cmd = [
+            sys.executable,
+            "-m",
+            "wellml",
+            "--workspace",
+            str(self._ws.root),
+            "endpoints",
+            "up",
+            ep.name,
+        ]
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -325,8 +395,9 @@ class Endpoints:
 
     # -- access ------------------------------------------------------------------------------
 
-    def issue_token(self, name: str, principal: str, *, ttl_days: float | None = 90
-                    ) -> tokens.IssuedToken:
+    def issue_token(
+        self, name: str, principal: str, *, ttl_days: float | None = 90
+    ) -> tokens.IssuedToken:
         """Issue a token that may invoke endpoint ``name``.
 
         Raises:
@@ -335,8 +406,14 @@ class Endpoints:
         self.get(name)
         return tokens.issue_token(self._store, principal, [f"invoke:{name}"], ttl_days=ttl_days)
 
-    def invoke(self, name: str, data: pd.DataFrame | list[dict[str, Any]], *,
-               token: str | None = None, timeout: float = 30) -> dict[str, Any]:
+    def invoke(
+        self,
+        name: str,
+        data: pd.DataFrame | builtins.list[dict[str, Any]],
+        *,
+        token: str | None = None,
+        timeout: float = 30,
+    ) -> dict[str, Any]:
         """Send rows to a running endpoint and return its JSON answer.
 
         Raises:
@@ -349,13 +426,15 @@ class Endpoints:
             raise Conflict(f"endpoint {name!r} is not running (status {ep.status})")
         records = data.to_dict(orient="records") if isinstance(data, pd.DataFrame) else data
         headers = {"authorization": f"Bearer {token}"} if token else {}
-        resp = httpx.post(ep.url + "/invocations", json=records, headers=headers,
-                          timeout=timeout)
+        resp = httpx.post(ep.url + "/invocations", json=records, headers=headers, timeout=timeout)
         if resp.status_code >= 400:
-            from wellml.errors import PermissionDenied
-
-            message = resp.json().get("error", resp.text)
-            if resp.status_code in (401, 403):
+            try:
+                message = resp.json().get("error", resp.text)
+            except ValueError:
+                message = resp.text
+            if resp.status_code == 401:
+                raise Unauthenticated(message)
+            if resp.status_code == 403:
                 raise PermissionDenied(message)
             raise InvalidInput(f"endpoint answered {resp.status_code}: {message}")
         result: dict[str, Any] = resp.json()
@@ -363,14 +442,21 @@ class Endpoints:
 
     # -- captured data -----------------------------------------------------------------------
 
-    def _record_capture(self, endpoint_id: str, uri: str, rows: int, t0: float, t1: float
-                        ) -> None:
+    def _record_capture(self, endpoint_id: str, uri: str, rows: int, t0: float, t1: float) -> None:
         with self._store.write() as conn:
-            sql.add_capture_file(conn, {"uri": uri, "endpoint_id": endpoint_id, "rows": rows,
-                                        "first_at": t0, "last_at": t1,
-                                        "dataset_version_id": None})
+            sql.add_capture_file(
+                conn,
+                {
+                    "uri": uri,
+                    "endpoint_id": endpoint_id,
+                    "rows": rows,
+                    "first_at": t0,
+                    "last_at": t1,
+                    "dataset_version_id": None,
+                },
+            )
 
-    def capture_files(self, name: str, *, only_new: bool = False) -> list[dict[str, Any]]:
+    def capture_files(self, name: str, *, only_new: bool = False) -> builtins.list[dict[str, Any]]:
         """The endpoint's captured-data files, oldest first."""
         ep = self.get(name)
         with self._store.read() as conn:
@@ -382,9 +468,9 @@ class Endpoints:
         The version's lineage runs from the endpoint through a ``capture`` execution. Returns
         None when there is nothing (new) captured.
         """
+        import fsspec
         import pyarrow as pa
         import pyarrow.parquet as pq
-        import fsspec
 
         ep = self.get(name)
         files = self.capture_files(name, only_new=only_new)
@@ -398,14 +484,19 @@ class Endpoints:
         table = pa.concat_tables(tables, promote_options="default")
         with self._store.write() as conn:
             exec_id = self._ws.lineage.record_execution(
-                conn, kind="capture", ref=f"capture:{new_id()}",
-                name=f"capture of {name}", status="running",
+                conn,
+                kind="capture",
+                ref=f"capture:{new_id()}",
+                name=f"capture of {name}",
+                status="running",
                 inputs=[(ep.lineage_artifact_id, "endpoint")],
                 properties={"files": len(files), "rows": table.num_rows},
             )
         try:
             dv = self._ws.data.register(
-                f"{name}-capture", table, produced_by=exec_id,
+                f"{name}-capture",
+                table,
+                produced_by=exec_id,
                 description=f"traffic captured at endpoint {name}",
                 properties={"captured_from": f"endpoint:{name}"},
             )

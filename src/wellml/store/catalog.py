@@ -16,11 +16,18 @@ def dataset_by_name(conn: Connection, name: str) -> dict[str, Any] | None:
     return dict(row._mapping) if row else None
 
 
-def create_dataset(conn: Connection, *, name: str, description: str, owner: str,
-                   properties: dict[str, Any]) -> dict[str, Any]:
+def create_dataset(
+    conn: Connection, *, name: str, description: str, owner: str, properties: dict[str, Any]
+) -> dict[str, Any]:
     """Insert a dataset row and return it."""
-    row = {"id": new_id(), "name": name, "description": description, "owner": owner,
-           "properties": properties, "created_at": now()}
+    row = {
+        "id": new_id(),
+        "name": name,
+        "description": description,
+        "owner": owner,
+        "properties": properties,
+        "created_at": now(),
+    }
     conn.execute(insert(datasets).values(row))
     return row
 
@@ -125,14 +132,26 @@ def put_profile(conn: Connection, version_id: str, profile: dict[str, Any]) -> N
         )
 
 
-def add_quality_result(conn: Connection, *, version_id: str, rules: list[dict[str, Any]],
-                       report: dict[str, Any], passed: bool, user: str) -> str:
+def add_quality_result(
+    conn: Connection,
+    *,
+    version_id: str,
+    rules: list[dict[str, Any]],
+    report: dict[str, Any],
+    passed: bool,
+    user: str,
+) -> str:
     """Store one evaluation of quality rules against a version."""
     qid = new_id()
     conn.execute(
         insert(quality_results).values(
-            id=qid, dataset_version_id=version_id, rules=rules, report=report, passed=passed,
-            created_at=now(), created_by=user,
+            id=qid,
+            dataset_version_id=version_id,
+            rules=rules,
+            report=report,
+            passed=passed,
+            created_at=now(),
+            created_by=user,
         )
     )
     return qid

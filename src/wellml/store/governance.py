@@ -29,7 +29,8 @@ def touch_token(conn: Connection, token_id: str) -> None:
 def revoke_token(conn: Connection, token_id: str) -> int:
     """Revoke a token; return how many rows changed."""
     res = conn.execute(
-        update(tokens).where(tokens.c.id == token_id, tokens.c.revoked_at.is_(None))
+        update(tokens)
+        .where(tokens.c.id == token_id, tokens.c.revoked_at.is_(None))
         .values(revoked_at=now())
     )
     return int(res.rowcount or 0)

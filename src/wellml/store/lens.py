@@ -35,8 +35,12 @@ def _all(conn: Connection, stmt: Any) -> list[dict[str, Any]]:
 
 def model_versions_all(conn: Connection) -> list[dict[str, Any]]:
     """Every model version with its model name."""
-    return _all(conn, select(model_versions, registered_models.c.name).join(
-        registered_models, registered_models.c.id == model_versions.c.model_id))
+    return _all(
+        conn,
+        select(model_versions, registered_models.c.name).join(
+            registered_models, registered_models.c.id == model_versions.c.model_id
+        ),
+    )
 
 
 def model_events_all(conn: Connection) -> list[dict[str, Any]]:
@@ -57,12 +61,19 @@ def deployments_all(conn: Connection) -> list[dict[str, Any]]:
 def runs_all(conn: Connection, since: float | None = None) -> list[dict[str, Any]]:
     """Every run (started since ``since``) with its lineage execution's code and environment,
     and its param count."""
-    params = (select(run_params.c.run_id, func.count().label("n_params"))
-              .group_by(run_params.c.run_id).subquery())
+    params = (
+        select(run_params.c.run_id, func.count().label("n_params"))
+        .group_by(run_params.c.run_id)
+        .subquery()
+    )
     stmt = (
-        select(runs, lineage_executions.c.code_commit, lineage_executions.c.code_dirty,
-               lineage_executions.c.environment_id,
-               func.coalesce(params.c.n_params, 0).label("n_params"))
+        select(
+            runs,
+            lineage_executions.c.code_commit,
+            lineage_executions.c.code_dirty,
+            lineage_executions.c.environment_id,
+            func.coalesce(params.c.n_params, 0).label("n_params"),
+        )
         .join(lineage_executions, lineage_executions.c.id == runs.c.lineage_execution_id)
         .join(params, params.c.run_id == runs.c.id, isouter=True)
     )
@@ -73,36 +84,59 @@ def runs_all(conn: Connection, since: float | None = None) -> list[dict[str, Any
 
 def dataset_versions_all(conn: Connection) -> list[dict[str, Any]]:
     """Every dataset version with its dataset's name, owner and description."""
-    return _all(conn, select(dataset_versions, datasets.c.name, datasets.c.owner,
-                             datasets.c.description.label("dataset_description")).join(
-        datasets, datasets.c.id == dataset_versions.c.dataset_id))
+    return _all(
+        conn,
+        select(
+            dataset_versions,
+            datasets.c.name,
+            datasets.c.owner,
+            datasets.c.description.label("dataset_description"),
+        ).join(datasets, datasets.c.id == dataset_versions.c.dataset_id),
+    )
 
 
 def profiled_version_ids(conn: Connection) -> dict[str, float]:
     """``{dataset_version_id: profiled_at}``."""
-    return dict(conn.execute(select(dataset_profiles.c.dataset_version_id,
-                                    dataset_profiles.c.created_at)).tuples().all())
+    return dict(
+        conn.execute(select(dataset_profiles.c.dataset_version_id, dataset_profiles.c.created_at))
+        .tuples()
+        .all()
+    )
 
 
 def quality_results_all(conn: Connection) -> list[dict[str, Any]]:
     """Every quality evaluation (without the full report)."""
-    return _all(conn, select(quality_results.c.id, quality_results.c.dataset_version_id,
-                             quality_results.c.passed, quality_results.c.created_at,
-                             quality_results.c.report))
+    return _all(
+        conn,
+        select(
+            quality_results.c.id,
+            quality_results.c.dataset_version_id,
+            quality_results.c.passed,
+            quality_results.c.created_at,
+            quality_results.c.report,
+        ),
+    )
 
 
 def monitors_all(conn: Connection) -> list[dict[str, Any]]:
     """Every monitor with its baseline's dataset version."""
-    return _all(conn, select(monitors, baselines.c.dataset_version_id.label(
-        "baseline_dataset_version_id")).join(baselines, baselines.c.id == monitors.c.baseline_id))
+    return _all(
+        conn,
+        select(monitors, baselines.c.dataset_version_id.label("baseline_dataset_version_id")).join(
+            baselines, baselines.c.id == monitors.c.baseline_id
+        ),
+    )
 
 
-def monitor_executions_all(conn: Connection, since: float | None = None
-                           ) -> list[dict[str, Any]]:
+def monitor_executions_all(conn: Connection, since: float | None = None) -> list[dict[str, Any]]:
     """Monitor executions (since ``since``), without reports."""
-    stmt = select(monitor_executions.c.id, monitor_executions.c.monitor_id,
-                  monitor_executions.c.status, monitor_executions.c.started_at,
-                  monitor_executions.c.violations)
+    stmt = select(
+        monitor_executions.c.id,
+        monitor_executions.c.monitor_id,
+        monitor_executions.c.status,
+        monitor_executions.c.started_at,
+        monitor_executions.c.violations,
+    )
     if since is not None:
         stmt = stmt.where(monitor_executions.c.started_at >= since)
     return _all(conn, stmt)
@@ -110,8 +144,17 @@ def monitor_executions_all(conn: Connection, since: float | None = None
 
 def tokens_all(conn: Connection) -> list[dict[str, Any]]:
     """Every token, without secrets."""
-    return _all(conn, select(tokens.c.id, tokens.c.principal, tokens.c.scopes,
-                             tokens.c.expires_at, tokens.c.revoked_at, tokens.c.last_used_at))
+    return _all(
+        conn,
+        select(
+            tokens.c.id,
+            tokens.c.principal,
+            tokens.c.scopes,
+            tokens.c.expires_at,
+            tokens.c.revoked_at,
+            tokens.c.last_used_at,
+        ),
+    )
 
 
 def answers(conn: Connection) -> dict[str, dict[str, Any]]:
@@ -122,21 +165,36 @@ def answers(conn: Connection) -> dict[str, dict[str, Any]]:
 def put_answer(conn: Connection, practice_id: str, choice: str, note: str, user: str) -> None:
     """Record (or replace) the answer to a manual practice."""
     conn.execute(lens_answers.delete().where(lens_answers.c.practice_id == practice_id))
-    conn.execute(insert(lens_answers).values(practice_id=practice_id, choice=choice, note=note,
-                                             answered_by=user, answered_at=now()))
+    conn.execute(
+        insert(lens_answers).values(
+            practice_id=practice_id, choice=choice, note=note, answered_by=user, answered_at=now()
+        )
+    )
 
 
-def add_review(conn: Connection, summary: dict[str, Any], results: list[dict[str, Any]],
-               user: str) -> str:
+def add_review(
+    conn: Connection, summary: dict[str, Any], results: list[dict[str, Any]], user: str
+) -> str:
     """Store a review snapshot."""
     rid = new_id()
-    conn.execute(insert(lens_reviews).values(id=rid, created_at=now(), created_by=user,
-                                             summary=summary, results=results))
+    conn.execute(
+        insert(lens_reviews).values(
+            id=rid, created_at=now(), created_by=user, summary=summary, results=results
+        )
+    )
     return rid
 
 
 def reviews(conn: Connection, limit: int = 20) -> list[dict[str, Any]]:
     """Review snapshots, newest first (summaries only)."""
-    return _all(conn, select(lens_reviews.c.id, lens_reviews.c.created_at,
-                             lens_reviews.c.created_by, lens_reviews.c.summary)
-                .order_by(lens_reviews.c.created_at.desc()).limit(limit))
+    return _all(
+        conn,
+        select(
+            lens_reviews.c.id,
+            lens_reviews.c.created_at,
+            lens_reviews.c.created_by,
+            lens_reviews.c.summary,
+        )
+        .order_by(lens_reviews.c.created_at.desc())
+        .limit(limit),
+    )

@@ -17,6 +17,7 @@ from wellml.store.tables import (
     lineage_executions,
 )
 
+
 def ensure_environment(conn: Connection, env: Environment) -> str:
     """Record an environment once; return its id.
 
@@ -112,9 +113,7 @@ def finish_execution(conn: Connection, execution_id: str, *, status: str) -> Non
     )
 
 
-def add_events(
-    conn: Connection, execution_id: str, events: Iterable[tuple[str, str, str]]
-) -> None:
+def add_events(conn: Connection, execution_id: str, events: Iterable[tuple[str, str, str]]) -> None:
     """Link artifacts to an execution: ``(artifact_id, "input"|"output", role)`` each.
 
     A link that already exists is left as it is.

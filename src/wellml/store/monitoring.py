@@ -20,11 +20,13 @@ def baseline_by_id(conn: Connection, baseline_id: str) -> dict[str, Any] | None:
     return dict(row._mapping) if row else None
 
 
-def baseline_for_dataset(conn: Connection, dataset_version_id: str, features: list[str]
-                         ) -> dict[str, Any] | None:
+def baseline_for_dataset(
+    conn: Connection, dataset_version_id: str, features: list[str]
+) -> dict[str, Any] | None:
     """The newest baseline of a dataset version over exactly these features."""
     rows = conn.execute(
-        select(baselines).where(baselines.c.dataset_version_id == dataset_version_id)
+        select(baselines)
+        .where(baselines.c.dataset_version_id == dataset_version_id)
         .order_by(baselines.c.created_at.desc())
     )
     for r in rows:
@@ -62,7 +64,9 @@ def insert_execution(conn: Connection, row: dict[str, Any]) -> None:
 def executions_of(conn: Connection, monitor_id: str, limit: int = 100) -> list[dict[str, Any]]:
     """A monitor's executions, newest first."""
     rows = conn.execute(
-        select(monitor_executions).where(monitor_executions.c.monitor_id == monitor_id)
-        .order_by(monitor_executions.c.started_at.desc()).limit(limit)
+        select(monitor_executions)
+        .where(monitor_executions.c.monitor_id == monitor_id)
+        .order_by(monitor_executions.c.started_at.desc())
+        .limit(limit)
     )
     return [dict(r._mapping) for r in rows]

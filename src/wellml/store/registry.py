@@ -18,8 +18,13 @@ def model_by_name(conn: Connection, name: str) -> dict[str, Any] | None:
 
 def create_model(conn: Connection, name: str, description: str, owner: str) -> dict[str, Any]:
     """Insert a registered model."""
-    row = {"id": new_id(), "name": name, "description": description, "owner": owner,
-           "created_at": now()}
+    row = {
+        "id": new_id(),
+        "name": name,
+        "description": description,
+        "owner": owner,
+        "created_at": now(),
+    }
     conn.execute(insert(registered_models).values(row))
     return row
 
@@ -68,8 +73,9 @@ def versions_by_lineage_ids(conn: Connection, ids: list[str]) -> list[dict[str, 
     return [dict(r._mapping) for r in rows]
 
 
-def list_versions(conn: Connection, name: str | None = None,
-                  status: str | None = None) -> list[dict[str, Any]]:
+def list_versions(
+    conn: Connection, name: str | None = None, status: str | None = None
+) -> list[dict[str, Any]]:
     """Versions, by model name then newest first."""
     stmt = _versions().order_by(registered_models.c.name, model_versions.c.version.desc())
     if name is not None:
@@ -105,17 +111,20 @@ def set_status(conn: Connection, version_id: str, status: str, actor: str, reaso
     add_event(conn, version_id, status, actor, reason)
 
 
-def add_event(conn: Connection, version_id: str, action: str, actor: str, reason: str = ""
-              ) -> None:
+def add_event(conn: Connection, version_id: str, action: str, actor: str, reason: str = "") -> None:
     """Append to a version's history."""
-    conn.execute(insert(model_events).values(
-        version_id=version_id, action=action, actor=actor, reason=reason, at=now()))
+    conn.execute(
+        insert(model_events).values(
+            version_id=version_id, action=action, actor=actor, reason=reason, at=now()
+        )
+    )
 
 
 def events_of(conn: Connection, version_id: str) -> list[dict[str, Any]]:
     """A version's history, oldest first."""
     rows = conn.execute(
-        select(model_events).where(model_events.c.version_id == version_id)
+        select(model_events)
+        .where(model_events.c.version_id == version_id)
         .order_by(model_events.c.id)
     )
     return [dict(r._mapping) for r in rows]
@@ -133,15 +142,27 @@ def aliases_of_model(conn: Connection, model_id: str) -> dict[str, str]:
 
 def set_alias(conn: Connection, model_id: str, alias: str, version_id: str, actor: str) -> None:
     """Point an alias at a version (moving it if it exists)."""
-    conn.execute(model_aliases.delete().where(
-        model_aliases.c.model_id == model_id, model_aliases.c.alias == alias))
-    conn.execute(insert(model_aliases).values(
-        model_id=model_id, alias=alias, version_id=version_id, updated_at=now(),
-        updated_by=actor))
+    conn.execute(
+        model_aliases.delete().where(
+            model_aliases.c.model_id == model_id, model_aliases.c.alias == alias
+        )
+    )
+    conn.execute(
+        insert(model_aliases).values(
+            model_id=model_id,
+            alias=alias,
+            version_id=version_id,
+            updated_at=now(),
+            updated_by=actor,
+        )
+    )
 
 
 def delete_alias(conn: Connection, model_id: str, alias: str) -> int:
     """Remove an alias; return how many rows went."""
-    res = conn.execute(model_aliases.delete().where(
-        model_aliases.c.model_id == model_id, model_aliases.c.alias == alias))
+    res = conn.execute(
+        model_aliases.delete().where(
+            model_aliases.c.model_id == model_id, model_aliases.c.alias == alias
+        )
+    )
     return int(res.rowcount or 0)

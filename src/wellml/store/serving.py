@@ -62,8 +62,7 @@ def add_capture_file(conn: Connection, row: dict[str, Any]) -> None:
     conn.execute(insert(capture_files).values(row))
 
 
-def capture_files_of(conn: Connection, endpoint_id: str, *, only_new: bool
-                     ) -> list[dict[str, Any]]:
+def capture_files_of(conn: Connection, endpoint_id: str, *, only_new: bool) -> list[dict[str, Any]]:
     """Capture files of an endpoint, oldest first (only those not yet ingested if asked)."""
     stmt = select(capture_files).where(capture_files.c.endpoint_id == endpoint_id)
     if only_new:
@@ -74,6 +73,7 @@ def capture_files_of(conn: Connection, endpoint_id: str, *, only_new: bool
 def mark_ingested(conn: Connection, uris: list[str], dataset_version_id: str) -> None:
     """Record which dataset version now holds these capture files."""
     conn.execute(
-        update(capture_files).where(capture_files.c.uri.in_(uris))
+        update(capture_files)
+        .where(capture_files.c.uri.in_(uris))
         .values(dataset_version_id=dataset_version_id)
     )

@@ -55,8 +55,13 @@ def insert_run(conn: Connection, row: dict[str, Any]) -> None:
     conn.execute(insert(runs).values(row))
 
 
-def set_run_status(conn: Connection, run_id: str, status: str, error: str | None = None,
-                   ended_at: float | None = None) -> None:
+def set_run_status(
+    conn: Connection,
+    run_id: str,
+    status: str,
+    error: str | None = None,
+    ended_at: float | None = None,
+) -> None:
     """End a run (or change its status)."""
     conn.execute(
         update(runs)
@@ -87,20 +92,28 @@ def write_batch(
         for key, value, step, ts in metrics:
             nan = isinstance(value, float) and math.isnan(value)
             rows.append(
-                {"run_id": run_id, "key": key, "step": step, "value": None if nan else value,
-                 "is_nan": nan, "timestamp": ts}
+                {
+                    "run_id": run_id,
+                    "key": key,
+                    "step": step,
+                    "value": None if nan else value,
+                    "is_nan": nan,
+                    "timestamp": ts,
+                }
             )
         conn.execute(_insert_metric, rows)
     if params:
         keys = list(params)
-        old = {}
+        old: dict[str, str] = {}
         for i in range(0, len(keys), _CHUNK):
             old.update(
                 conn.execute(
                     select(run_params.c.key, run_params.c.value).where(
                         run_params.c.run_id == run_id, run_params.c.key.in_(keys[i : i + _CHUNK])
                     )
-                ).tuples().all()
+                )
+                .tuples()
+                .all()
             )
         clash = {k: (old[k], v) for k, v in params.items() if k in old and old[k] != v}
         if clash:
@@ -109,8 +122,9 @@ def write_batch(
                 f"param {k!r} of run {run_id} is already {was!r}; params are immutable "
                 f"(tried {new!r})"
             )
-        fresh = [{"run_id": run_id, "key": k, "value": v} for k, v in params.items()
-                 if k not in old]
+        fresh = [
+            {"run_id": run_id, "key": k, "value": v} for k, v in params.items() if k not in old
+        ]
         if fresh:
             conn.execute(insert(run_params), fresh)
     if tags:
@@ -128,8 +142,9 @@ def write_batch(
                     .where(run_tags.c.run_id == run_id, run_tags.c.key == k)
                     .values(value=v)
                 )
-        fresh = [{"run_id": run_id, "key": k, "value": v} for k, v in tags.items()
-                 if k not in existing]
+        fresh = [
+            {"run_id": run_id, "key": k, "value": v} for k, v in tags.items() if k not in existing
+        ]
         if fresh:
             conn.execute(insert(run_tags), fresh)
 
@@ -153,8 +168,9 @@ def get_runs(conn: Connection, run_ids: Sequence[str]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for i in range(0, len(run_ids), _CHUNK):
         chunk = list(run_ids[i : i + _CHUNK])
-        rows = {r.id: dict(r._mapping) for r in conn.execute(_run_select().where(
-            runs.c.id.in_(chunk)))}
+        rows = {
+            r.id: dict(r._mapping) for r in conn.execute(_run_select().where(runs.c.id.in_(chunk)))
+        }
         for r in rows.values():
             r.update(params={}, tags={}, metrics={}, artifacts={})
         for run_id, k, v in conn.execute(
@@ -179,8 +195,9 @@ def get_runs(conn: Connection, run_ids: Sequence[str]) -> list[dict[str, Any]]:
     return out
 
 
-def latest_metrics(conn: Connection, run_ids: Sequence[str]
-                   ) -> Iterable[tuple[str, str, float | None]]:
+def latest_metrics(
+    conn: Connection, run_ids: Sequence[str]
+) -> Iterable[tuple[str, str, float | None]]:
     """``(run_id, key, value)`` of each metric's point with the highest step, then time."""
     ranked = (
         select(
@@ -208,14 +225,13 @@ def latest_metrics(conn: Connection, run_ids: Sequence[str]
 def metric_history(conn: Connection, run_id: str, key: str) -> list[dict[str, Any]]:
     """Every point of one metric of one run, by step then time."""
     rows = conn.execute(
-        select(run_metrics.c.step, run_metrics.c.value, run_metrics.c.is_nan,
-               run_metrics.c.timestamp)
+        select(
+            run_metrics.c.step, run_metrics.c.value, run_metrics.c.is_nan, run_metrics.c.timestamp
+        )
         .where(run_metrics.c.run_id == run_id, run_metrics.c.key == key)
         .order_by(run_metrics.c.step, run_metrics.c.timestamp)
     )
-    return [
-        {"step": s, "value": math.nan if nan else v, "timestamp": ts} for s, v, nan, ts in rows
-    ]
+    return [{"step": s, "value": math.nan if nan else v, "timestamp": ts} for s, v, nan, ts in rows]
 
 
 def search_run_ids(
@@ -262,8 +278,9 @@ def search_run_ids(
         )
         matching = (
             select(run_metrics.c.run_id)
-            .join(last, and_(last.c.run_id == run_metrics.c.run_id,
-                             last.c.step == run_metrics.c.step))
+            .join(
+                last, and_(last.c.run_id == run_metrics.c.run_id, last.c.step == run_metrics.c.step)
+            )
             .where(run_metrics.c.key == key, _compare(run_metrics.c.value, op, value))
         )
         stmt = stmt.where(runs.c.id.in_(matching))
@@ -286,8 +303,9 @@ def _compare(column: Any, op: str, value: Any) -> Any:
 
 def running_runs(conn: Connection) -> list[dict[str, Any]]:
     """Runs still marked running."""
-    rows = conn.execute(select(runs.c.id, runs.c.pid, runs.c.host).where(
-        runs.c.status == "running"))
+    rows = conn.execute(
+        select(runs.c.id, runs.c.pid, runs.c.host).where(runs.c.status == "running")
+    )
     return [dict(r._mapping) for r in rows]
 
 
@@ -295,5 +313,6 @@ def runs_by_lineage_ids(conn: Connection, ids: Sequence[str]) -> list[str]:
     """Run ids behind these lineage execution ids."""
     if not ids:
         return []
-    return list(conn.execute(select(runs.c.id).where(
-        runs.c.lineage_execution_id.in_(list(ids)))).scalars())
+    return list(
+        conn.execute(select(runs.c.id).where(runs.c.lineage_execution_id.in_(list(ids)))).scalars()
+    )

@@ -26,8 +26,9 @@ class MetadataStoreContract:
 
     @pytest.fixture
     def ws(self, store_url: str, tmp_path: Path) -> Any:
-        ws = Workspace.init(tmp_path / "ws", name="contract",
-                            spec={"stores": {"metadata": store_url}})
+        ws = Workspace.init(
+            tmp_path / "ws", name="contract", spec={"stores": {"metadata": store_url}}
+        )
         yield ws
         ws.close()
 
@@ -44,8 +45,11 @@ class MetadataStoreContract:
     def test_write_rolls_back_when_the_block_raises(self, store_url: str) -> None:
         store = MetadataStore(store_url)
         with pytest.raises(RuntimeError), store.write() as conn:
-            conn.execute(experiments.insert().values(id="x" * 32, name="gone", description="",
-                                                     created_at=1.0))
+            conn.execute(
+                experiments.insert().values(
+                    id="x" * 32, name="gone", description="", created_at=1.0
+                )
+            )
             raise RuntimeError("boom")
         with store.read() as conn:
             assert conn.execute(select(experiments)).first() is None
@@ -61,7 +65,8 @@ class MetadataStoreContract:
         assert rec.status == "finished"
         assert rec.params == {"lr": "0.1"}
         assert rec.metrics["loss"] == pytest.approx(0.2)
-        assert math.isnan(rec.metrics["nan_metric"])
+        nan = rec.metrics["nan_metric"]
+        assert nan is not None and math.isnan(nan)
         assert [p["step"] for p in ws.tracking.metric_history(run.id, "loss")] == list(range(5))
         found = ws.tracking.search_runs("exp", filter="metrics.loss < 0.5 and tags.team = 'x'")
         assert [r.id for r in found] == [run.id]
@@ -96,7 +101,7 @@ class MetadataStoreContract:
                 with ws.tracking.start_run("exp", name=f"t{i}") as run:
                     for step in range(50):
                         run.log_metric("m", step, step=step)
-            except BaseException as exc:  # noqa: BLE001
+            except BaseException as exc:
                 errors.append(exc)
 
         threads = [threading.Thread(target=writer, args=(i,)) for i in range(4)]

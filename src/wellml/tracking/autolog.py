@@ -32,22 +32,30 @@ def evaluation_metrics(model: Any, X: Any, y: Any) -> dict[str, float]:
         pos = model.classes_[1] if binary else None
         out = {
             "accuracy": metrics.accuracy_score(y_true, pred),
-            "precision": metrics.precision_score(y_true, pred, average=avg, pos_label=pos,
-                                                 zero_division=0) if binary else
-            metrics.precision_score(y_true, pred, average=avg, zero_division=0),
-            "recall": metrics.recall_score(y_true, pred, average=avg, pos_label=pos,
-                                           zero_division=0) if binary else
-            metrics.recall_score(y_true, pred, average=avg, zero_division=0),
+            "precision": metrics.precision_score(
+                y_true, pred, average=avg, pos_label=pos, zero_division=0
+            )
+            if binary
+            else metrics.precision_score(y_true, pred, average=avg, zero_division=0),
+            "recall": metrics.recall_score(
+                y_true, pred, average=avg, pos_label=pos, zero_division=0
+            )
+            if binary
+            else metrics.recall_score(y_true, pred, average=avg, zero_division=0),
             "f1": metrics.f1_score(y_true, pred, average=avg, pos_label=pos, zero_division=0)
-            if binary else metrics.f1_score(y_true, pred, average=avg, zero_division=0),
+            if binary
+            else metrics.f1_score(y_true, pred, average=avg, zero_division=0),
         }
         if hasattr(model, "predict_proba"):
             proba = model.predict_proba(X)
             try:
-                out["roc_auc"] = (metrics.roc_auc_score(y_true, proba[:, 1]) if binary else
-                                  metrics.roc_auc_score(y_true, proba, multi_class="ovr",
-                                                        average="weighted",
-                                                        labels=model.classes_))
+                out["roc_auc"] = (
+                    metrics.roc_auc_score(y_true, proba[:, 1])
+                    if binary
+                    else metrics.roc_auc_score(
+                        y_true, proba, multi_class="ovr", average="weighted", labels=model.classes_
+                    )
+                )
                 out["log_loss"] = metrics.log_loss(y_true, proba, labels=model.classes_)
             except ValueError:
                 pass  # one class only in y: AUC and log loss are undefined
@@ -80,8 +88,11 @@ def _learning_curve(model: Any, X: Any, y: Any) -> list[tuple[int, float]]:
     if isinstance(model, Pipeline):
         final = model.steps[-1][1]
         Xt = model[:-1].transform(X) if len(model.steps) > 1 else X
-    staged = getattr(final, "staged_predict_proba", None) if is_classifier(final) else getattr(
-        final, "staged_predict", None)
+    staged = (
+        getattr(final, "staged_predict_proba", None)
+        if is_classifier(final)
+        else getattr(final, "staged_predict", None)
+    )
     if staged is None:
         return []
     from sklearn import metrics
@@ -102,8 +113,9 @@ def _learning_curve(model: Any, X: Any, y: Any) -> list[tuple[int, float]]:
 
 
 @contextmanager
-def autolog(run: ActiveRun, *, eval_set: tuple[Any, Any] | None = None,
-            log_model: bool = True) -> Iterator[None]:
+def autolog(
+    run: ActiveRun, *, eval_set: tuple[Any, Any] | None = None, log_model: bool = True
+) -> Iterator[None]:
     """Log every top-level scikit-learn ``fit`` inside the block to ``run``.
 
     Args:
@@ -122,12 +134,12 @@ def autolog(run: ActiveRun, *, eval_set: tuple[Any, Any] | None = None,
         if fit is None or not issubclass(cls, BaseEstimator):
             continue
         originals[cls] = fit
-        setattr(cls, "fit", _wrap(fit, run, eval_set, log_model))
+        cls.fit = _wrap(fit, run, eval_set, log_model)  # type: ignore[attr-defined]
     try:
         yield
     finally:
         for cls, fit in originals.items():
-            setattr(cls, "fit", fit)
+            cls.fit = fit  # type: ignore[attr-defined]
 
 
 def _wrap(fit: Any, run: ActiveRun, eval_set: tuple[Any, Any] | None, log_model: bool) -> Any:
@@ -146,15 +158,17 @@ def _wrap(fit: Any, run: ActiveRun, eval_set: tuple[Any, Any] | None, log_model:
     return patched
 
 
-def _log_fit(run: ActiveRun, model: Any, X: Any, y: Any, eval_set: tuple[Any, Any] | None,
-             log_model: bool) -> None:
+def _log_fit(
+    run: ActiveRun, model: Any, X: Any, y: Any, eval_set: tuple[Any, Any] | None, log_model: bool
+) -> None:
     from wellml.registry.packaging import save_model
 
     metrics = {f"training_{k}": v for k, v in evaluation_metrics(model, X, y).items()}
     if eval_set is not None:
         metrics |= {f"val_{k}": v for k, v in evaluation_metrics(model, *eval_set).items()}
-    run.log_batch(params=_flat_params(model), metrics=metrics,
-                  tags={"estimator": type(model).__name__})
+    run.log_batch(
+        params=_flat_params(model), metrics=metrics, tags={"estimator": type(model).__name__}
+    )
     if eval_set is not None:
         curve = _learning_curve(model, *eval_set)
         if curve:

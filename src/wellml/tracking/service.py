@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
@@ -163,11 +164,15 @@ class ActiveRun:
         ts = time.time()
         points: list[tuple[str, float, int, float]] = []
         if isinstance(metrics, Mapping):
-            points = [(_check_key(k, "metric"), _as_float(k, v), int(step), ts)
-                      for k, v in metrics.items()]
+            points = [
+                (_check_key(k, "metric"), _as_float(k, v), int(step), ts)
+                for k, v in metrics.items()
+            ]
         elif metrics:
-            points = [(_check_key(k, "metric"), _as_float(k, v), int(s), float(t))
-                      for k, v, s, t in metrics]
+            points = [
+                (_check_key(k, "metric"), _as_float(k, v), int(s), float(t))
+                for k, v, s, t in metrics
+            ]
         p = {_check_key(k, "param"): str(v) for k, v in (params or {}).items()}
         t = {_check_key(k, "tag"): str(v) for k, v in (tags or {}).items()}
         with self._tracking._store.write() as conn:
@@ -263,8 +268,12 @@ class ActiveRun:
     def __enter__(self) -> ActiveRun:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         if exc is None:
             self.end("finished")
         elif isinstance(exc, KeyboardInterrupt):
@@ -284,9 +293,17 @@ _FILTER = re.compile(
         (?P<op>>=|<=|!=|=|>|<|\s+like\s+)\s*(?P<value>'[^']*'|"[^"]*"|[^\s]+)\s*$""",
     re.X | re.I,
 )
-_ATTRIBUTES = {"status": "status", "name": "name", "user": "user", "kind": "kind",
-               "started_at": "started_at", "start_time": "started_at",
-               "ended_at": "ended_at", "run_id": "id", "id": "id"}
+_ATTRIBUTES = {
+    "status": "status",
+    "name": "name",
+    "user": "user",
+    "kind": "kind",
+    "started_at": "started_at",
+    "start_time": "started_at",
+    "ended_at": "ended_at",
+    "run_id": "id",
+    "id": "id",
+}
 
 
 def parse_filter(text: str) -> dict[str, list[tuple[str, str, Any]]]:
@@ -296,7 +313,10 @@ def parse_filter(text: str) -> dict[str, list[tuple[str, str, Any]]]:
         InvalidInput: a clause is not ``scope.key op value``.
     """
     out: dict[str, list[tuple[str, str, Any]]] = {
-        "metrics": [], "params": [], "tags": [], "attributes": []
+        "metrics": [],
+        "params": [],
+        "tags": [],
+        "attributes": [],
     }
     if not text or not text.strip():
         return out
@@ -308,7 +328,7 @@ def parse_filter(text: str) -> dict[str, list[tuple[str, str, Any]]]:
                 "params.model = 'rf', tags.team = 'a', attributes.status = 'finished'"
             )
         scope = m["scope"].lower().rstrip("s")
-        key = m["key"].strip("`\"")
+        key = m["key"].strip('`"')
         op = m["op"].strip().lower()
         raw = m["value"]
         quoted = raw[:1] in ("'", '"')
@@ -336,23 +356,24 @@ def parse_filter(text: str) -> dict[str, list[tuple[str, str, Any]]]:
 
 def _sort_key(order: str) -> tuple[str, str, bool]:
     parts = order.strip().split()
-    if not parts or len(parts) > 2 or (len(parts) == 2 and parts[1].lower() not in (
-            "asc", "desc")):
+    if not parts or len(parts) > 2 or (len(parts) == 2 and parts[1].lower() not in ("asc", "desc")):
         raise InvalidInput(f"cannot parse order {order!r}; write e.g. 'metrics.auc desc'")
     field_, _, key = parts[0].partition(".")
     desc = len(parts) == 2 and parts[1].lower() == "desc"
     field_ = field_.lower().rstrip("s")
     if field_ not in ("metric", "param", "tag", "attribute") or not key:
-        raise InvalidInput(f"cannot order by {parts[0]!r}; use metrics.X, params.X, tags.X "
-                           "or attributes.X")
+        raise InvalidInput(
+            f"cannot order by {parts[0]!r}; use metrics.X, params.X, tags.X or attributes.X"
+        )
     return field_, key, desc
 
 
 class Tracking:
     """Experiments and runs of a workspace."""
 
-    def __init__(self, store: MetadataStore, artifacts: ArtifactStore, lineage: LineageService
-                 ) -> None:
+    def __init__(
+        self, store: MetadataStore, artifacts: ArtifactStore, lineage: LineageService
+    ) -> None:
         self._store = store
         self._artifacts = artifacts
         self._lineage = lineage
@@ -439,9 +460,17 @@ class Tracking:
                 },
             )
         record = RunRecord(
-            id=run_id, experiment=exp["name"], name=run_name, status="running", kind=kind,
-            user=current_user(), started_at=now(), ended_at=None, parent_run_id=parent_id,
-            error=None, lineage_execution_id=exec_id,
+            id=run_id,
+            experiment=exp["name"],
+            name=run_name,
+            status="running",
+            kind=kind,
+            user=current_user(),
+            started_at=now(),
+            ended_at=None,
+            parent_run_id=parent_id,
+            error=None,
+            lineage_execution_id=exec_id,
         )
         run = ActiveRun(self, record)
         if params or tags:
@@ -466,7 +495,9 @@ class Tracking:
             rows = sql.get_runs(conn, [run_id])
             if not rows and len(run_id) >= 6:
                 ids = sql.search_run_ids(
-                    conn, experiment_ids=None, attribute_filters=[("id", "like", run_id + "%")],
+                    conn,
+                    experiment_ids=None,
+                    attribute_filters=[("id", "like", run_id + "%")],
                     limit=2,
                 )
                 if len(ids) == 1:
@@ -522,7 +553,7 @@ class Tracking:
             )
             records = [_record(r) for r in sql.get_runs(conn, ids)]
         for field_, key, desc in reversed(sorts):
-            records.sort(key=lambda r, f=field_, k=key, d=desc: _order_value(r, f, k, d))
+            records.sort(key=functools.partial(_order_value, field_=field_, key=key, desc=desc))
         return records[:max_results]
 
     def metric_history(self, run_id: str, key: str) -> list[dict[str, Any]]:
@@ -548,22 +579,23 @@ class Tracking:
             "runs": [r.to_dict() for r in records],
             "params": {k: [r.params.get(k) for r in records] for k in params},
             "metrics": {k: [r.to_dict()["metrics"].get(k) for r in records] for k in metrics},
-            "differing_params": [
-                k for k in params if len({r.params.get(k) for r in records}) > 1
-            ],
+            "differing_params": [k for k in params if len({r.params.get(k) for r in records}) > 1],
         }
 
     def reap_dead_runs(self) -> int:
         """Mark runs whose process on this host has died as killed; return how many."""
         with self._store.read() as conn:
             candidates = [
-                r for r in sql.running_runs(conn)
+                r
+                for r in sql.running_runs(conn)
                 if r["host"] == _HOST and r["pid"] and not pid_alive(r["pid"])
             ]
         for r in candidates:
             with self._store.write() as conn:
                 sql.set_run_status(
-                    conn, r["id"], "killed",
+                    conn,
+                    r["id"],
+                    "killed",
                     f"process {r['pid']} on {_HOST} exited without ending the run",
                 )
                 row = sql.get_runs(conn, [r["id"]])

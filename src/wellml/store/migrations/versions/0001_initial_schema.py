@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-28 18:43:15.998557
+Create Date: 2026-11-28
 """
 
 from __future__ import annotations
@@ -98,7 +98,9 @@ def upgrade() -> None:
         sa.Column("timestamp", sa.Float(), nullable=False),
     )
     with op.batch_alter_table("run_metrics", schema=None) as batch_op:
-        batch_op.create_index("ix_run_metrics_key_value", ["key", "value"], unique=False)
+        batch_op.create_index(
+            "ix_run_metrics_key_run_step", ["key", "run_id", "step"], unique=False
+        )
         batch_op.create_index(
             "ix_run_metrics_run_key_step", ["run_id", "key", "step"], unique=False
         )
@@ -526,7 +528,7 @@ def downgrade() -> None:
     op.drop_table("tokens")
     with op.batch_alter_table("run_metrics", schema=None) as batch_op:
         batch_op.drop_index("ix_run_metrics_run_key_step")
-        batch_op.drop_index("ix_run_metrics_key_value")
+        batch_op.drop_index("ix_run_metrics_key_run_step")
 
     op.drop_table("run_metrics")
     op.drop_table("registered_models")

@@ -93,6 +93,23 @@ class MetadataStoreContract:
         with pytest.raises(NotFound):
             ws.data.get("d@9")
 
+    def test_registry_versions_approval_and_aliases(self, ws: Workspace) -> None:
+        from sklearn.linear_model import LogisticRegression
+
+        X = pd.DataFrame({"x": [0.0, 1.0, 2.0, 3.0]})
+        y = [0, 0, 1, 1]
+        model = LogisticRegression().fit(X, y)
+        with ws.tracking.start_run("exp") as run:
+            first = ws.registry.register("m", model, X=X, run=run)
+        second = ws.registry.register("m", model, X=X)
+        assert (first.version, second.version) == (1, 2)
+        ws.registry.approve("m@2", reason="ok", by="lead")
+        ws.registry.set_alias("m", "production", 2)
+        got = ws.registry.get("m@production")
+        assert (got.version, got.status, got.status_by) == (2, "approved", "lead")
+        assert [m["name"] for m in ws.registry.list()] == ["m"]
+        assert f"run:{run.id}" in ws.lineage.upstream("model:m@1").refs()
+
     def test_concurrent_writers_lose_nothing(self, ws: Workspace) -> None:
         errors: list[BaseException] = []
 

@@ -1,0 +1,78 @@
+"""`wellml demo` end to end, checked through the CLI's JSON output as a user's script would."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from wellml.examples.churn import DRIFTED_FEATURES
+
+pytestmark = pytest.mark.slow
+
+
+def wellml(*args: str, cwd: Path) -> Any:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WELLML_")}
+    out = subprocess.run([sys.executable, "-m", "wellml", *args], cwd=cwd, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    root = tmp_path_factory.mktemp("demo")
+    result = wellml("demo", str(root / "ws"), "--format", "json", cwd=root)
+    return root / "ws", result
+
+
+def test_demo_approves_and_serves_the_best_candidate(demo: tuple[Path, dict[str, Any]]
+                                                     ) -> None:
+    ws, result = demo
+    assert set(result["candidates"]) == {"logistic-regression", "random-forest",
+                                         "gradient-boosting"}
+    best = max(result["candidates"], key=result["candidates"].get)
+    model = wellml("models", "show", "churn@production", "--format", "json", cwd=ws)
+    assert model["status"] == "approved" and model["ref"] == result["model_version"]
+    assert model["card"]["metrics"]["roc_auc"] == pytest.approx(result["candidates"][best])
+    run = wellml("runs", "show", model["run_id"], "--format", "json", cwd=ws)
+    assert run["name"] == best and run["status"] == "finished"
+
+
+def test_lineage_runs_from_the_endpoint_back_to_the_raw_data(demo: tuple[Path, dict[str, Any]]
+                                                            ) -> None:
+    ws, _ = demo
+    graph = wellml("lineage", "show", "endpoint:churn", "--upstream", "--format", "json",
+                   cwd=ws)
+    refs = {n["ref"] for n in graph["nodes"]}
+    assert {"dataset:churn-customers@1", "dataset:churn-train@1", "model:churn@1"} <= refs
+    runs = [n for n in graph["nodes"] if n["kind"] == "run"]
+    assert len(runs) == 1 and runs[0]["code_commit"] and runs[0]["code_dirty"] is False
+
+
+def test_the_monitor_flags_the_drifted_features_only_after_drift(
+        demo: tuple[Path, dict[str, Any]]) -> None:
+    ws, result = demo
+    assert result["drift_heldout"] == []
+    assert set(result["drift_shifted"]) == set(DRIFTED_FEATURES)
+    history = wellml("monitor", "history", "churn-drift", "--format", "json", cwd=ws)
+    assert [h["status"] for h in history] == ["completed-with-violations", "completed"]
+
+
+def test_the_lens_review_covers_all_105_practices(demo: tuple[Path, dict[str, Any]]) -> None:
+    ws, result = demo
+    review = wellml("lens", "review", "--format", "json", cwd=ws)
+    assert len(review["results"]) == 105
+    by_id = {r["id"]: r for r in review["results"]}
+    for pid in ("MLOE-07", "MLOE-11", "MLREL-08", "MLREL-13", "MLPER-14", "MLSEC-12"):
+        assert by_id[pid]["status"] in ("pass", "fail"), by_id[pid]
+        assert by_id[pid]["evidence"], pid
+    assert by_id["MLOE-07"]["status"] == "pass"
+    assert by_id["MLSEC-12"]["status"] == "pass"
+    assert sum(result["review"].values()) == 105
+    assert (ws / "lens-review.md").read_text().startswith("# Lens review of churn")

@@ -18,8 +18,14 @@ pytestmark = pytest.mark.slow
 
 def wellml(*args: str, cwd: Path) -> Any:
     env = {k: v for k, v in os.environ.items() if not k.startswith("WELLML_")}
-    out = subprocess.run([sys.executable, "-m", "wellml", *args], cwd=cwd, env=env,
-                         capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [sys.executable, "-m", "wellml", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
 
@@ -31,11 +37,13 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]
     return root / "ws", result
 
 
-def test_demo_approves_and_serves_the_best_candidate(demo: tuple[Path, dict[str, Any]]
-                                                     ) -> None:
+def test_demo_approves_and_serves_the_best_candidate(demo: tuple[Path, dict[str, Any]]) -> None:
     ws, result = demo
-    assert set(result["candidates"]) == {"logistic-regression", "random-forest",
-                                         "gradient-boosting"}
+    assert set(result["candidates"]) == {
+        "logistic-regression",
+        "random-forest",
+        "gradient-boosting",
+    }
     best = max(result["candidates"], key=result["candidates"].get)
     model = wellml("models", "show", "churn@production", "--format", "json", cwd=ws)
     assert model["status"] == "approved" and model["ref"] == result["model_version"]
@@ -44,11 +52,11 @@ def test_demo_approves_and_serves_the_best_candidate(demo: tuple[Path, dict[str,
     assert run["name"] == best and run["status"] == "finished"
 
 
-def test_lineage_runs_from_the_endpoint_back_to_the_raw_data(demo: tuple[Path, dict[str, Any]]
-                                                            ) -> None:
+def test_lineage_runs_from_the_endpoint_back_to_the_raw_data(
+    demo: tuple[Path, dict[str, Any]],
+) -> None:
     ws, _ = demo
-    graph = wellml("lineage", "show", "endpoint:churn", "--upstream", "--format", "json",
-                   cwd=ws)
+    graph = wellml("lineage", "show", "endpoint:churn", "--upstream", "--format", "json", cwd=ws)
     refs = {n["ref"] for n in graph["nodes"]}
     assert {"dataset:churn-customers@1", "dataset:churn-train@1", "model:churn@1"} <= refs
     runs = [n for n in graph["nodes"] if n["kind"] == "run"]
@@ -56,7 +64,8 @@ def test_lineage_runs_from_the_endpoint_back_to_the_raw_data(demo: tuple[Path, d
 
 
 def test_the_monitor_flags_the_drifted_features_only_after_drift(
-        demo: tuple[Path, dict[str, Any]]) -> None:
+    demo: tuple[Path, dict[str, Any]],
+) -> None:
     ws, result = demo
     assert result["drift_heldout"] == []
     assert set(result["drift_shifted"]) == set(DRIFTED_FEATURES)

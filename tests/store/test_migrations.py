@@ -39,7 +39,7 @@ def test_concurrent_first_opens_migrate_once(tmp_path: Path) -> None:
     def open_store() -> None:
         try:
             MetadataStore(url).dispose()
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=open_store) for _ in range(4)]

@@ -144,14 +144,18 @@ def autolog(
 
 def _wrap(fit: Any, run: ActiveRun, eval_set: tuple[Any, Any] | None, log_model: bool) -> Any:
     @functools.wraps(fit)
-    def patched(self: Any, X: Any, y: Any = None, *args: Any, **kwargs: Any) -> Any:
+    def patched(self: Any, *args: Any, **kwargs: Any) -> Any:
+        # Signatures differ (LabelEncoder.fit(y), Pipeline.fit(X, y, **params)): pass
+        # everything through untouched and read X and y only for logging.
         depth = getattr(_state, "depth", 0)
         _state.depth = depth + 1
         try:
-            result = fit(self, X, y, *args, **kwargs)
+            result = fit(self, *args, **kwargs)
         finally:
             _state.depth = depth
-        if depth == 0 and y is not None:
+        X = args[0] if args else kwargs.get("X")
+        y = args[1] if len(args) > 1 else kwargs.get("y")
+        if depth == 0 and X is not None and y is not None:
             _log_fit(run, self, X, y, eval_set, log_model)
         return result
 

@@ -69,14 +69,10 @@ class DatasetProfile:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-safe data (NaN and infinities become None, times ISO strings)."""
-        out = {
-            "num_rows": self.num_rows,
-            "num_columns": self.num_columns,
-            "columns": [_json_safe(asdict(c)) for c in self.columns],
-        }
-        for c in out["columns"]:
+        columns = [_json_safe(asdict(c)) for c in self.columns]
+        for c in columns:
             c["top_values"] = [list(t) for t in c["top_values"]]
-        return out
+        return {"num_rows": self.num_rows, "num_columns": self.num_columns, "columns": columns}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DatasetProfile:

@@ -146,6 +146,6 @@ def split_train_holdout(
         raise ValueError(f"the data has no {ID_COLUMN} column")
     ids = np.sort(df[ID_COLUMN].unique())
     rng = np.random.default_rng(seed)
-    held = set(rng.choice(ids, int(round(len(ids) * holdout_fraction)), replace=False))
+    held = set(rng.choice(ids, round(len(ids) * holdout_fraction), replace=False))
     mask = df[ID_COLUMN].isin(held)
     return df[~mask].reset_index(drop=True), df[mask].reset_index(drop=True)

@@ -178,27 +178,28 @@ class LensReviewer:
     def _evaluate(
         self, p: Practice, evidence: Evidence, answers: dict[str, dict[str, Any]]
     ) -> PracticeResult:
-        base = {
-            "id": p.id,
-            "title": p.title,
-            "pillar": p.pillar,
-            "phase": p.phase,
-            "risk": p.risk,
-            "mode": p.mode,
-        }
+        def result(**fields: Any) -> PracticeResult:
+            return PracticeResult(
+                id=p.id,
+                title=p.title,
+                pillar=p.pillar,
+                phase=p.phase,
+                risk=p.risk,
+                mode=p.mode,
+                **fields,
+            )
+
         if p.mode == "manual":
             ans = answers.get(p.id)
             if ans is None:
-                return PracticeResult(
-                    **base,
+                return result(
                     status="manual",
                     question=p.question,
                     reason=f"needs an answer: wellml lens answer {p.id} CHOICE",
                 )
             choice = next((c for c in p.choices if c.key == ans["choice"]), None)
             passed = bool(choice and choice.passes)
-            return PracticeResult(
-                **base,
+            return result(
                 status="pass" if passed else "fail",
                 question=p.question,
                 self_attested=True,
@@ -209,19 +210,17 @@ class LensReviewer:
         check = CHECKS.get(p.id)
         if check is None:
             needs = ", ".join(_CAPABILITY_NAMES.get(c, c) for c in p.capabilities)
-            return PracticeResult(
-                **base, status="not-evaluated", reason=f"no automated check yet; it needs: {needs}"
+            return result(
+                status="not-evaluated", reason=f"no automated check yet; it needs: {needs}"
             )
         try:
             outcome: CheckOutcome = check(evidence)
         except Exception as exc:
-            return PracticeResult(
-                **base,
+            return result(
                 status="not-evaluated",
                 reason=f"the check failed to run: {type(exc).__name__}: {exc}",
             )
-        return PracticeResult(
-            **base,
+        return result(
             status=outcome.status,
             reason=outcome.reason,
             evidence=tuple(outcome.evidence),

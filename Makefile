@@ -21,7 +21,7 @@ demo: $(VENV)/.installed
 	$(BIN)/wellml demo --overwrite
 
 lint: $(VENV)/.installed-dev
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests $(wildcard benchmarks)
 	$(BIN)/mypy
 
 test: lint

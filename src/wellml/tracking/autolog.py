@@ -130,9 +130,12 @@ def autolog(
     classes = {cls for _, cls in all_estimators()} | {Pipeline}
     originals: dict[type, Any] = {}
     for cls in classes:
-        fit = cls.__dict__.get("fit")
-        if fit is None or not issubclass(cls, BaseEstimator):
+        # Patch the class that defines fit: often a private base class that
+        # all_estimators does not list (HistGradientBoostingClassifier's, for one).
+        owner = next((k for k in cls.__mro__ if "fit" in k.__dict__), None)
+        if owner is None or owner in originals or not issubclass(owner, BaseEstimator):
             continue
+        cls, fit = owner, owner.__dict__["fit"]
         originals[cls] = fit
         cls.fit = _wrap(fit, run, eval_set, log_model)  # type: ignore[attr-defined]
     try:

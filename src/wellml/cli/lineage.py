@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.tree import Tree
 
 from wellml.cli.context import state
@@ -62,10 +63,10 @@ def show(
     def label(n_id: str) -> str:
         n = by_id[n_id]
         extra = f" [{n.status}]" if n.type == "execution" else ""
-        return f"{n.ref}{extra} ({n.kind}, {when(n.created_at)})"
+        return escape(f"{n.ref}{extra} ({n.kind}, {when(n.created_at)})")
 
     for d in ("upstream", "downstream") if direction == "both" else (direction,):
-        tree = Tree(f"[bold]{d} of {graph.root}[/]")
+        tree = Tree(f"[bold]{d} of {escape(graph.root)}[/]")
         _grow(tree, root.id, graph.edges, d, label, set())
         console.print(tree)
     if direction == "both":

@@ -12,6 +12,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -53,7 +54,8 @@ def show_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequenc
     for col in columns:
         table.add_column(col, overflow="fold")
     for row in rows:
-        table.add_row(*("-" if v is None else str(v) for v in row))
+        # Text, not markup: values such as "[0, 120]" or "[finished]" must print as they are.
+        table.add_row(*(Text("-" if v is None else str(v)) for v in row))
     console.print(table)
 
 

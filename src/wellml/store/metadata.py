@@ -117,7 +117,7 @@ def _sqlite_engine(url: str) -> Engine:
         cur = dbapi_conn.cursor()
         cur.execute(f"PRAGMA busy_timeout = {_SQLITE_BUSY_TIMEOUT_MS}")
         if not memory:
-            cur.execute("PRAGMA journal_mode = WAL")
+            _enable_wal(cur)
         # NORMAL in WAL mode survives a killed process; only power loss can drop the tail.
         cur.execute("PRAGMA synchronous = NORMAL")
         cur.execute("PRAGMA foreign_keys = ON")
@@ -131,6 +131,21 @@ def _sqlite_engine(url: str) -> Engine:
             conn.exec_driver_sql("BEGIN")
 
     return engine
+
+
+def _enable_wal(cur: Any) -> None:
+    # Switching a new database to WAL needs an exclusive lock, and SQLite answers "locked"
+    # at once, without waiting, when another connection switches at the same moment.
+    import sqlite3
+
+    for attempt in range(100):
+        try:
+            cur.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == 99:
+                raise
+            time.sleep(0.01 * (1 + attempt % 10))
 
 
 # --- migrations --------------------------------------------------------------------------------

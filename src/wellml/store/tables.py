@@ -206,7 +206,20 @@ run_metrics = Table(
     Column("is_nan", Boolean, nullable=False, default=False),
     Column("timestamp", Float, nullable=False),
     Index("ix_run_metrics_run_key_step", "run_id", "key", "step"),
-    Index("ix_run_metrics_key_run_step", "key", "run_id", "step"),
+)
+
+run_latest_metrics = Table(
+    "run_latest_metrics",
+    metadata,
+    # The point with the highest step of each metric (the latest written at that step),
+    # kept up to date by every batch so that searches never scan metric histories.
+    Column("run_id", ID, primary_key=True),
+    Column("key", NAME, primary_key=True),
+    Column("step", BigInteger, nullable=False),
+    Column("value", Float, nullable=True),
+    Column("is_nan", Boolean, nullable=False, default=False),
+    Column("timestamp", Float, nullable=False),
+    Index("ix_run_latest_metrics_key_value", "key", "value"),
 )
 
 run_artifacts = Table(

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, insert, select, update
+from sqlalchemy import Connection, func, insert, select, update
 from sqlalchemy.sql import Select
 
 from wellml.errors import Conflict
@@ -14,6 +14,7 @@ from wellml.store.metadata import new_id, now
 from wellml.store.tables import (
     experiments,
     run_artifacts,
+    run_latest_metrics,
     run_metrics,
     run_params,
     run_tags,
@@ -23,7 +24,31 @@ from wellml.store.tables import (
 # SQLite allows 32,766 bound parameters per statement; stay well under it.
 _CHUNK = 500
 
-_insert_metric = insert(run_metrics)
+_METRIC_COLUMNS = ("run_id", "key", "step", "value", "is_nan", "timestamp")
+
+
+def _insert_metrics(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
+    # The hot path of tracking: a plain executemany skips the per-row parameter processing
+    # of a compiled statement, which costs more than SQLite's own insert.
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    values = f"VALUES ({', '.join([mark] * len(_METRIC_COLUMNS))})"
+    columns = ", ".join(_METRIC_COLUMNS)
+    conn.exec_driver_sql(f"INSERT INTO run_metrics ({columns}) {values}", rows)
+    latest: dict[str, tuple[Any, ...]] = {}
+    for row in rows:  # rows are (run_id, key, step, value, is_nan, timestamp)
+        old = latest.get(row[1])
+        if old is None or (row[2], row[5]) >= (old[2], old[5]):
+            latest[row[1]] = row
+    # Same syntax in SQLite and PostgreSQL: keep the point with the highest step, and of
+    # points at one step the latest written.
+    conn.exec_driver_sql(
+        f"INSERT INTO run_latest_metrics ({columns}) {values} "
+        "ON CONFLICT (run_id, key) DO UPDATE SET step = excluded.step, "
+        "value = excluded.value, is_nan = excluded.is_nan, timestamp = excluded.timestamp "
+        "WHERE excluded.step > run_latest_metrics.step OR (excluded.step = "
+        "run_latest_metrics.step AND excluded.timestamp >= run_latest_metrics.timestamp)",
+        list(latest.values()),
+    )
 
 
 def experiment_by_name(conn: Connection, name: str) -> dict[str, Any] | None:
@@ -90,18 +115,9 @@ def write_batch(
     if metrics:
         rows = []
         for key, value, step, ts in metrics:
-            nan = isinstance(value, float) and math.isnan(value)
-            rows.append(
-                {
-                    "run_id": run_id,
-                    "key": key,
-                    "step": step,
-                    "value": None if nan else value,
-                    "is_nan": nan,
-                    "timestamp": ts,
-                }
-            )
-        conn.execute(_insert_metric, rows)
+            nan = value != value  # NaN is the only value not equal to itself
+            rows.append((run_id, key, step, None if nan else value, nan, ts))
+        _insert_metrics(conn, rows)
     if params:
         keys = list(params)
         old: dict[str, str] = {}
@@ -163,63 +179,67 @@ def _run_select() -> Select[Any]:
     )
 
 
-def get_runs(conn: Connection, run_ids: Sequence[str]) -> list[dict[str, Any]]:
-    """Run rows by id, with params, tags, latest metrics and artifacts attached."""
+_RUN_COLUMNS = tuple(c.name for c in runs.columns)
+
+
+def get_runs(conn: Connection, selection: Sequence[str] | Select[Any]) -> list[dict[str, Any]]:
+    """Runs with params, tags, latest metrics and artifacts attached.
+
+    Args:
+        selection: run ids (the result keeps their order), or a query that selects run ids
+            (the result is newest first).
+    """
+    if isinstance(selection, Select):
+        ids = list(conn.execute(selection).scalars())
+        found: dict[str, dict[str, Any]] = {}
+        for i in range(0, len(ids), _CHUNK):
+            found.update(_hydrate(conn, ids[i : i + _CHUNK]))
+        return sorted(found.values(), key=lambda r: (-r["started_at"], r["id"]))
     out: list[dict[str, Any]] = []
-    for i in range(0, len(run_ids), _CHUNK):
-        chunk = list(run_ids[i : i + _CHUNK])
-        rows = {
-            r.id: dict(r._mapping) for r in conn.execute(_run_select().where(runs.c.id.in_(chunk)))
-        }
-        for r in rows.values():
-            r.update(params={}, tags={}, metrics={}, artifacts={})
-        for run_id, k, v in conn.execute(
-            select(run_params.c.run_id, run_params.c.key, run_params.c.value).where(
-                run_params.c.run_id.in_(chunk)
-            )
-        ):
-            rows[run_id]["params"][k] = v
-        for run_id, k, v in conn.execute(
-            select(run_tags.c.run_id, run_tags.c.key, run_tags.c.value).where(
-                run_tags.c.run_id.in_(chunk)
-            )
-        ):
-            rows[run_id]["tags"][k] = v
-        for run_id, k, v in latest_metrics(conn, chunk):
-            rows[run_id]["metrics"][k] = v
-        for run_id, path, digest, size in conn.execute(
-            select(run_artifacts).where(run_artifacts.c.run_id.in_(chunk))
-        ):
-            rows[run_id]["artifacts"][path] = {"digest": digest, "size": size}
-        out.extend(rows[r] for r in chunk if r in rows)
+    for i in range(0, len(selection), _CHUNK):
+        chunk = list(selection[i : i + _CHUNK])
+        found = _hydrate(conn, chunk)
+        out.extend(found[r] for r in chunk if r in found)
     return out
 
 
-def latest_metrics(
-    conn: Connection, run_ids: Sequence[str]
-) -> Iterable[tuple[str, str, float | None]]:
-    """``(run_id, key, value)`` of each metric's point with the highest step, then time."""
-    ranked = (
-        select(
-            run_metrics.c.run_id,
-            run_metrics.c.key,
-            run_metrics.c.value,
-            run_metrics.c.is_nan,
-            func.row_number()
-            .over(
-                partition_by=(run_metrics.c.run_id, run_metrics.c.key),
-                order_by=(run_metrics.c.step.desc(), run_metrics.c.timestamp.desc()),
-            )
-            .label("rn"),
-        )
-        .where(run_metrics.c.run_id.in_(list(run_ids)))
-        .subquery()
-    )
-    stmt = select(ranked.c.run_id, ranked.c.key, ranked.c.value, ranked.c.is_nan).where(
-        ranked.c.rn == 1
-    )
-    for run_id, key, value, is_nan in conn.execute(stmt):
-        yield run_id, key, (math.nan if is_nan else value)
+def _hydrate(conn: Connection, ids: list[str]) -> dict[str, dict[str, Any]]:
+    # Plain SQL with the ids inlined as parameters: search results are hydrated on every
+    # call, and building these statements through the expression layer cost more than
+    # running them.
+    if not ids:
+        return {}
+    params: tuple[Any, ...]
+    if conn.dialect.paramstyle == "qmark":
+        where, params = f"IN ({', '.join('?' * len(ids))})", tuple(ids)
+    else:
+        where, params = "= ANY(%s)", (list(ids),)
+
+    def query(sql: str) -> list[Any]:
+        return list(conn.exec_driver_sql(sql.format(where=where), params).all())
+
+    cols = ", ".join(f"r.{c}" if c != "user" else 'r."user"' for c in _RUN_COLUMNS)
+    rows: dict[str, dict[str, Any]] = {}
+    for row in query(
+        f"SELECT {cols}, e.name FROM runs r JOIN experiments e "
+        "ON e.id = r.experiment_id WHERE r.id {where}"
+    ):
+        rec = dict(zip(_RUN_COLUMNS, row[:-1], strict=True))
+        rec.update(experiment=row[-1], params={}, tags={}, metrics={}, artifacts={})
+        rows[rec["id"]] = rec
+    for run_id, k, v in query("SELECT run_id, key, value FROM run_params WHERE run_id {where}"):
+        rows[run_id]["params"][k] = v
+    for run_id, k, v in query("SELECT run_id, key, value FROM run_tags WHERE run_id {where}"):
+        rows[run_id]["tags"][k] = v
+    for run_id, k, v, nan in query(
+        "SELECT run_id, key, value, is_nan FROM run_latest_metrics WHERE run_id {where}"
+    ):
+        rows[run_id]["metrics"][k] = math.nan if nan else v
+    for run_id, path, digest, size in query(
+        "SELECT run_id, path, digest, size FROM run_artifacts WHERE run_id {where}"
+    ):
+        rows[run_id]["artifacts"][path] = {"digest": digest, "size": size}
+    return rows
 
 
 def metric_history(conn: Connection, run_id: str, key: str) -> list[dict[str, Any]]:
@@ -234,8 +254,12 @@ def metric_history(conn: Connection, run_id: str, key: str) -> list[dict[str, An
     return [{"step": s, "value": math.nan if nan else v, "timestamp": ts} for s, v, nan, ts in rows]
 
 
-def search_run_ids(
-    conn: Connection,
+def search_run_ids(conn: Connection, **filters: Any) -> list[str]:
+    """Ids of runs matching every filter (see :func:`search_query`), newest first."""
+    return list(conn.execute(search_query(**filters)).scalars())
+
+
+def search_query(
     *,
     experiment_ids: Sequence[str] | None,
     metric_filters: Sequence[tuple[str, str, float]] = (),
@@ -243,8 +267,8 @@ def search_run_ids(
     tag_filters: Sequence[tuple[str, str, str]] = (),
     attribute_filters: Sequence[tuple[str, str, Any]] = (),
     limit: int | None = None,
-) -> list[str]:
-    """Ids of runs matching every filter, newest first.
+) -> Select[Any]:
+    """A query selecting the ids of runs that match every filter, newest first.
 
     A metric filter compares the metric's latest value (highest step).
     """
@@ -270,23 +294,17 @@ def search_run_ids(
             )
         )
     for key, op, value in metric_filters:
-        last = (
-            select(run_metrics.c.run_id, func.max(run_metrics.c.step).label("step"))
-            .where(run_metrics.c.key == key)
-            .group_by(run_metrics.c.run_id)
-            .subquery()
-        )
-        matching = (
-            select(run_metrics.c.run_id)
-            .join(
-                last, and_(last.c.run_id == run_metrics.c.run_id, last.c.step == run_metrics.c.step)
+        stmt = stmt.where(
+            runs.c.id.in_(
+                select(run_latest_metrics.c.run_id).where(
+                    run_latest_metrics.c.key == key,
+                    _compare(run_latest_metrics.c.value, op, value),
+                )
             )
-            .where(run_metrics.c.key == key, _compare(run_metrics.c.value, op, value))
         )
-        stmt = stmt.where(runs.c.id.in_(matching))
     if limit is not None:
         stmt = stmt.limit(limit)
-    return list(conn.execute(stmt).scalars())
+    return stmt
 
 
 def _compare(column: Any, op: str, value: Any) -> Any:

@@ -542,8 +542,7 @@ class Tracking:
                     if exp is None:
                         raise NotFound(f"no experiment named {n!r}")
                     exp_ids.append(exp["id"])
-            ids = sql.search_run_ids(
-                conn,
+            query = sql.search_query(
                 experiment_ids=exp_ids,
                 metric_filters=filters["metrics"],
                 param_filters=filters["params"],
@@ -551,7 +550,7 @@ class Tracking:
                 attribute_filters=filters["attributes"],
                 limit=None if sorts else max_results,
             )
-            records = [_record(r) for r in sql.get_runs(conn, ids)]
+            records = [_record(r) for r in sql.get_runs(conn, query)]
         for field_, key, desc in reversed(sorts):
             records.sort(key=functools.partial(_order_value, field_=field_, key=key, desc=desc))
         return records[:max_results]

@@ -89,6 +89,19 @@ def upgrade() -> None:
         sa.UniqueConstraint("name", name=op.f("uq_registered_models_name")),
     )
     op.create_table(
+        "run_latest_metrics",
+        sa.Column("run_id", sa.String(length=32), nullable=False),
+        sa.Column("key", sa.String(length=255), nullable=False),
+        sa.Column("step", sa.BigInteger(), nullable=False),
+        sa.Column("value", sa.Float(), nullable=True),
+        sa.Column("is_nan", sa.Boolean(), nullable=False),
+        sa.Column("timestamp", sa.Float(), nullable=False),
+        sa.PrimaryKeyConstraint("run_id", "key", name=op.f("pk_run_latest_metrics")),
+    )
+    with op.batch_alter_table("run_latest_metrics", schema=None) as batch_op:
+        batch_op.create_index("ix_run_latest_metrics_key_value", ["key", "value"], unique=False)
+
+    op.create_table(
         "run_metrics",
         sa.Column("run_id", sa.String(length=32), nullable=False),
         sa.Column("key", sa.String(length=255), nullable=False),
@@ -98,9 +111,6 @@ def upgrade() -> None:
         sa.Column("timestamp", sa.Float(), nullable=False),
     )
     with op.batch_alter_table("run_metrics", schema=None) as batch_op:
-        batch_op.create_index(
-            "ix_run_metrics_key_run_step", ["key", "run_id", "step"], unique=False
-        )
         batch_op.create_index(
             "ix_run_metrics_run_key_step", ["run_id", "key", "step"], unique=False
         )
@@ -528,9 +538,12 @@ def downgrade() -> None:
     op.drop_table("tokens")
     with op.batch_alter_table("run_metrics", schema=None) as batch_op:
         batch_op.drop_index("ix_run_metrics_run_key_step")
-        batch_op.drop_index("ix_run_metrics_key_run_step")
 
     op.drop_table("run_metrics")
+    with op.batch_alter_table("run_latest_metrics", schema=None) as batch_op:
+        batch_op.drop_index("ix_run_latest_metrics_key_value")
+
+    op.drop_table("run_latest_metrics")
     op.drop_table("registered_models")
     op.drop_table("lineage_artifacts")
     op.drop_table("lens_reviews")

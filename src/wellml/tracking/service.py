@@ -7,7 +7,6 @@ import math
 import os
 import re
 import socket
-import threading
 import time
 import traceback
 from collections.abc import Iterator, Mapping, Sequence
@@ -259,7 +258,6 @@ class ActiveRun:
             sql.set_run_status(conn, self.id, status, error)
             self._tracking._lineage.finish(conn, self.lineage_execution_id, status=status)
         self._ended = True
-        self._tracking._active.discard(self)
 
     def _check_open(self) -> None:
         if self._ended:
@@ -377,8 +375,7 @@ class Tracking:
         self._store = store
         self._artifacts = artifacts
         self._lineage = lineage
-        self._active: set[ActiveRun] = set()
-        self._lock = threading.Lock()
+        self._experiments: dict[str, dict[str, Any]] = {}
 
     # -- experiments -------------------------------------------------------------------------
 
@@ -389,9 +386,12 @@ class Tracking:
             NotFound: it does not exist and ``create`` is False.
         """
         check_name(name, "experiment name")
+        if name in self._experiments:
+            return self._experiments[name]
         with self._store.read() as conn:
             exp = sql.experiment_by_name(conn, name)
         if exp is not None:
+            self._experiments[name] = exp  # experiments are never renamed or deleted
             return exp
         if not create:
             raise NotFound(f"no experiment named {name!r}")
@@ -402,6 +402,7 @@ class Tracking:
             with self._store.read() as conn:
                 exp = sql.experiment_by_name(conn, name)
         assert exp is not None
+        self._experiments[name] = exp
         return exp
 
     def experiments(self) -> list[dict[str, Any]]:
@@ -475,7 +476,6 @@ class Tracking:
         run = ActiveRun(self, record)
         if params or tags:
             run.log_batch(params=params, tags=tags)
-        self._active.add(run)
         return run
 
     @contextmanager

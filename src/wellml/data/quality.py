@@ -195,8 +195,10 @@ class Range(Rule):
             bad = pc.or_(bad, pc.fill_null(hi_op(col, self.max), False))
         lo = "-inf" if self.min is None else f"{self.min:g}"
         hi = "inf" if self.max is None else f"{self.max:g}"
-        brackets = ("[", "]") if self.inclusive else ("(", ")")
-        span = f"{brackets[0]}{lo}, {hi}{brackets[1]}"
+        # An open end is never included: "[0, inf)".
+        left = "[" if self.inclusive and self.min is not None else "("
+        right = "]" if self.inclusive and self.max is not None else ")"
+        span = f"{left}{lo}, {hi}{right}"
         return bad, f"are outside {span}", f"are within {span}"
 
     def spec(self) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import yaml
 
 from wellml.errors import AlreadyExists
 from wellml.examples import churn
@@ -139,7 +140,7 @@ def _git_snapshot(root: Path) -> bool:
         "GIT_COMMITTER_EMAIL": "demo@wellml.invalid",
         "PATH": __import__("os").environ.get("PATH", ""),
     }
-    (root / ".gitignore").write_text(".wellml/\ndata/\n*.md\n*.json\n")
+    (root / ".gitignore").write_text(".wellml/\ndata/\n*.md\n*.json\nquality-rules.yaml\n")
     for args in (
         ["init", "-q"],
         ["add", "wellml.yaml", ".gitignore"],
@@ -223,6 +224,8 @@ def _run(
     say("profile and check data quality")
     ws.data.profile(customers)
     quality = ws.data.check(customers, QUALITY_RULES)
+    rules_file = ws.root / "quality-rules.yaml"
+    rules_file.write_text(yaml.safe_dump(QUALITY_RULES, sort_keys=False), encoding="utf-8")
 
     say("split training, validation and held-out traffic")
     table = ws.data.load(customers)
@@ -337,8 +340,9 @@ def _run(
         "captured traffic": ws.urls.capture,
         "lens review": str(md),
         "lens review (json)": str(js),
-        "quality report": "wellml data check churn-customers@1 --rules ... "
-        f"({'passed' if quality.passed else 'failed'})",
+        "data quality": f"{customers.ref}: {len(QUALITY_RULES)} rules, "
+        + ("passed" if quality.passed else "FAILED")
+        + f" (again: wellml data check {customers.ref} --rules {rules_file.name})",
     }
     return result
 

@@ -110,6 +110,43 @@ class MetadataStoreContract:
         assert [m["name"] for m in ws.registry.list()] == ["m"]
         assert f"run:{run.id}" in ws.lineage.upstream("model:m@1").refs()
 
+    def test_endpoint_capture_monitor_and_review(self, ws: Workspace) -> None:
+        import numpy as np
+        from sklearn.linear_model import LogisticRegression
+
+        from wellml.serving.capture import CaptureWriter
+
+        rng = np.random.default_rng(0)
+        X = pd.DataFrame({"x": rng.normal(size=500), "c": rng.choice(["a", "b"], 500)})
+        y = (X["x"] > 0).astype(int)
+        train = ws.data.register("train", X.assign(y=y))
+        with ws.tracking.start_run("exp") as run:
+            run.log_input(train, "train")
+            ws.registry.register("m", LogisticRegression().fit(X[["x"]], y), X=X, run=run)
+        ws.registry.approve("m@1", by="lead")
+        ep = ws.endpoints.deploy("m@1", name="ep", port=1)
+        token = ws.endpoints.issue_token("ep", "app")
+        assert token.scopes == ("invoke:ep",)
+        writer = CaptureWriter(
+            ws.urls.capture,
+            "ep",
+            flush_seconds=60,
+            on_file=lambda uri, rows, t0, t1: ws.endpoints._record_capture(
+                ep.id, uri, rows, t0, t1
+            ),
+        )
+        shifted = pd.DataFrame({"x": rng.normal(2, 1, 300), "c": ["a"] * 300})
+        writer.add("i1", "m@1", shifted, {"prediction": [1] * 300})
+        writer.close()
+        result = ws.monitoring.run("ep")
+        assert set(result.drifted_features) == {"x", "c"}
+        assert {"endpoint:ep", "dataset:train@1"} <= ws.lineage.upstream(
+            f"monitor-report:{result.id}"
+        ).refs()
+        review = {r.id: r for r in ws.lens.review().results}
+        assert len(review) == 105
+        assert "endpoint:ep" in review["MLOE-07"].evidence
+
     def test_concurrent_writers_lose_nothing(self, ws: Workspace) -> None:
         errors: list[BaseException] = []
 

@@ -1,4 +1,8 @@
-"""Run every benchmark in this folder, one after another (``make bench``)."""
+"""Run every benchmark script in this folder, one after another (``make bench``).
+
+A benchmark script is any ``*.py`` here except this file and helpers whose names start with
+``_``. Arguments (e.g. ``--quick``) are passed on to each script.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +11,23 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["tracking_vs_mlflow.py"]
+
+
+def scripts() -> list[Path]:
+    """The benchmark scripts, by name."""
+    here = Path(__file__).resolve()
+    return sorted(p for p in HERE.glob("*.py") if p != here and not p.name.startswith("_"))
 
 
 def main() -> int:
-    failed = 0
-    for name in BENCHMARKS:
-        print(f"== {name}", flush=True)
-        failed += subprocess.run([sys.executable, str(HERE / name), *sys.argv[1:]]).returncode != 0
+    """Run each script with this interpreter; exit non-zero when any of them failed."""
+    failed = []
+    for script in scripts():
+        print(f"== {script.name}", flush=True)
+        if subprocess.run([sys.executable, str(script), *sys.argv[1:]]).returncode != 0:
+            failed.append(script.name)
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0
 
 

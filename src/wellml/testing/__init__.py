@@ -10,5 +10,6 @@ A backend's tests subclass the contract and provide one fixture, e.g.::
 
 from wellml.testing.artifacts import ArtifactStoreContract
 from wellml.testing.metadata import MetadataStoreContract
+from wellml.testing.online import OnlineStoreContract
 
-__all__ = ["ArtifactStoreContract", "MetadataStoreContract"]
+__all__ = ["ArtifactStoreContract", "MetadataStoreContract", "OnlineStoreContract"]

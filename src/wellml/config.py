@@ -7,6 +7,7 @@ stages, ...). It is validated with pydantic so that every bad field gets its own
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from wellml.errors import InvalidInput, NotFound
 
 SPEC_FILE = "wellml.yaml"
 STATE_DIR = ".wellml"
+_PIPELINE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
 class _Section(BaseModel):
@@ -56,6 +58,7 @@ class Stores(_Section):
     metadata: str = f"sqlite:///{STATE_DIR}/metadata.db"
     artifacts: str = f"{STATE_DIR}/artifacts"
     capture: str = f"{STATE_DIR}/capture"
+    online: str = f"sqlite:///{STATE_DIR}/online.db"
 
 
 class Governance(_Section):
@@ -79,6 +82,89 @@ class EndpointSpec(_Section):
     slo: dict[str, float] = Field(default_factory=dict)
 
 
+class FeatureFieldSpec(_Section):
+    """A typed feature (or request field) in ``wellml.yaml``."""
+
+    name: str = Field(min_length=1)
+    dtype: str = Field(min_length=1)
+    description: str = ""
+
+
+class EntitySpec(_Section):
+    """An entity: the join keys feature rows are looked up by."""
+
+    name: str = Field(min_length=1)
+    join_keys: list[str] = Field(default_factory=list)
+    description: str = ""
+    owner: str = ""
+    tags: dict[str, str] = Field(default_factory=dict)
+
+
+class FeatureSourceSpec(_Section):
+    """Where a feature view reads from: exactly one of a catalog dataset, a Parquet path or
+    glob, or a DuckDB query over them."""
+
+    dataset: str | None = None
+    path: str | None = None
+    query: str | None = None
+
+
+class FeatureViewSpec(_Section):
+    """A feature view: typed features of one or more entities over event time."""
+
+    name: str = Field(min_length=1)
+    entities: list[str] = Field(min_length=1)
+    source: FeatureSourceSpec
+    timestamp_field: str = Field(min_length=1)
+    created_timestamp_field: str | None = None
+    ttl: str | float | None = None
+    features: list[FeatureFieldSpec] = Field(default_factory=list)
+    online: bool = True
+    description: str = ""
+    owner: str = ""
+    tags: dict[str, str] = Field(default_factory=dict)
+
+
+class OnDemandFeatureSpec(_Section):
+    """Features computed by a Python function of request data and other features."""
+
+    name: str = Field(min_length=1)
+    function: str = Field(min_length=1, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+    inputs: list[str] = Field(default_factory=list)
+    request: list[FeatureFieldSpec] = Field(default_factory=list)
+    features: list[FeatureFieldSpec] = Field(min_length=1)
+    description: str = ""
+    owner: str = ""
+    tags: dict[str, str] = Field(default_factory=dict)
+
+
+class FeatureServiceSpec(_Section):
+    """A named set of features a model consumes."""
+
+    name: str = Field(min_length=1)
+    features: list[str] = Field(min_length=1)
+    description: str = ""
+    owner: str = ""
+    tags: dict[str, str] = Field(default_factory=dict)
+
+
+class FeatureDefinitions(_Section):
+    """The ``features:`` section: what ``wellml features plan|apply`` reads."""
+
+    entities: list[EntitySpec] = Field(default_factory=list)
+    feature_views: list[FeatureViewSpec] = Field(default_factory=list)
+    on_demand_features: list[OnDemandFeatureSpec] = Field(default_factory=list)
+    feature_services: list[FeatureServiceSpec] = Field(default_factory=list)
+
+
+class PipelineSpec(_Section):
+    """A pipeline declared in ``wellml.yaml``: its ``module:function`` and default params."""
+
+    function: str = Field(min_length=1, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+    params: dict[str, Any] = Field(default_factory=dict)
+    description: str = ""
+
+
 class ProjectSpec(_Section):
     """The contents of ``wellml.yaml``."""
 
@@ -90,6 +176,8 @@ class ProjectSpec(_Section):
     tags: dict[str, str] = Field(default_factory=dict)
     stores: Stores = Field(default_factory=Stores)
     endpoints: dict[str, EndpointSpec] = Field(default_factory=dict)
+    features: FeatureDefinitions = Field(default_factory=FeatureDefinitions)
+    pipelines: dict[str, PipelineSpec] = Field(default_factory=dict)
     governance: Governance = Field(default_factory=Governance)
     lens: LensSettings = Field(default_factory=LensSettings)
 
@@ -99,6 +187,17 @@ class ProjectSpec(_Section):
         # `stages: [dev, prod]` is the common short form.
         if isinstance(value, list):
             return [{"name": v} if isinstance(v, str) else v for v in value]
+        return value
+
+    @field_validator("pipelines", mode="before")
+    @classmethod
+    def _pipelines_from_refs(cls, value: Any) -> Any:
+        # `name: module:function` is the short form of `name: {function: module:function}`.
+        if isinstance(value, dict):
+            for name in value:
+                if not isinstance(name, str) or not _PIPELINE_NAME.match(name):
+                    raise ValueError(f"invalid pipeline name {name!r}")
+            return {k: {"function": v} if isinstance(v, str) else v for k, v in value.items()}
         return value
 
     @field_validator("stages")
@@ -196,6 +295,7 @@ def store_urls(spec: ProjectSpec, root: Path) -> Stores:
             os.environ.get("WELLML_ARTIFACTS_URL") or spec.stores.artifacts, root
         ),
         capture=resolve_url(os.environ.get("WELLML_CAPTURE_URL") or spec.stores.capture, root),
+        online=resolve_url(os.environ.get("WELLML_ONLINE_URL") or spec.stores.online, root),
     )
 
 

@@ -24,8 +24,10 @@ from wellml.store.metadata import MetadataStore
 
 if TYPE_CHECKING:
     from wellml.data.catalog import Catalog
+    from wellml.features.service import FeatureStore
     from wellml.lens.engine import LensReviewer
     from wellml.monitoring.service import Monitoring
+    from wellml.pipelines.service import Pipelines
     from wellml.registry.service import Registry
     from wellml.serving.service import Endpoints
     from wellml.tracking.service import Tracking
@@ -35,7 +37,7 @@ class Workspace:
     """A wellml project: ``wellml.yaml`` plus its metadata and artifact stores.
 
     Services are created on first use: ``ws.data``, ``ws.tracking``, ``ws.registry``,
-    ``ws.endpoints``, ``ws.monitoring``, ``ws.lineage`` and ``ws.lens``.
+    ``ws.features``, ``ws.endpoints``, ``ws.monitoring``, ``ws.lineage`` and ``ws.lens``.
     """
 
     def __init__(self, root: Path, spec: ProjectSpec) -> None:
@@ -98,7 +100,9 @@ class Workspace:
         return cls(root, load_spec(root / SPEC_FILE))
 
     def close(self) -> None:
-        """Release database connections."""
+        """Release database and online-store connections."""
+        if "features" in self.__dict__:
+            self.features.close()
         self.metadata.dispose()
 
     def __enter__(self) -> Workspace:
@@ -130,6 +134,13 @@ class Workspace:
         return Catalog(self.metadata, self.artifacts, self.lineage)
 
     @functools.cached_property
+    def features(self) -> FeatureStore:
+        """The feature store."""
+        from wellml.features.service import FeatureStore
+
+        return FeatureStore(self)
+
+    @functools.cached_property
     def tracking(self) -> Tracking:
         """Experiments and runs."""
         from wellml.tracking.service import Tracking
@@ -156,6 +167,13 @@ class Workspace:
         from wellml.monitoring.service import Monitoring
 
         return Monitoring(self)
+
+    @functools.cached_property
+    def pipelines(self) -> Pipelines:
+        """Pipeline runs."""
+        from wellml.pipelines.service import Pipelines
+
+        return Pipelines(self)
 
     @functools.cached_property
     def lens(self) -> LensReviewer:

@@ -83,5 +83,35 @@ def test_the_lens_review_covers_all_105_practices(demo: tuple[Path, dict[str, An
         assert by_id[pid]["evidence"], pid
     assert by_id["MLOE-07"]["status"] == "pass"
     assert by_id["MLSEC-12"]["status"] == "pass"
+    for pid in ("MLREL-07", "MLPER-08", "MLCOST-08"):
+        assert by_id[pid]["status"] == "pass", by_id[pid]
     assert sum(result["review"].values()) == 105
     assert (ws / "lens-review.md").read_text().startswith("# Lens review of churn")
+
+
+def test_training_set_comes_from_the_feature_store_and_the_endpoint_reads_it_online(
+    demo: tuple[Path, dict[str, Any]],
+) -> None:
+    ws, result = demo
+    features = result["features"]
+    assert features["training_set"] == "churn-training-set@1"
+    assert features["online_entities"] == features["feature_rows"]
+    assert features["parity_mismatch_rate"] == 0.0
+    graph = wellml("lineage", "show", "endpoint:churn", "--upstream", "--format", "json", cwd=ws)
+    refs = {n["ref"] for n in graph["nodes"]}
+    assert {
+        "feature_view:customer-profile@1",
+        "feature_service:churn-model@1",
+        "dataset:churn-training-set@1",
+        "dataset:customer-features@1",
+    } <= refs
+    listed = wellml("features", "list", "--format", "json", cwd=ws)
+    assert {d["name"] for d in listed} == {"customer", "customer-profile", "churn-model"}
+    plan = wellml("features", "plan", "--format", "json", cwd=ws)
+    assert {i["action"] for i in plan["items"]} == {"unchanged"}
+    customer = wellml("data", "show", "customer-features@1", "--format", "json", cwd=ws)
+    assert customer["num_rows"] == features["feature_rows"]
+    online = wellml(
+        "features", "get", "churn-model", "-e", "customer_id=C000001", "-f", "json", cwd=ws
+    )
+    assert online[0]["customer_id"] == "C000001" and online[0]["monthly_charges"] is not None

@@ -9,7 +9,18 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from wellml.cli import data, demo, endpoints, lens, lineage, models, monitor, runs
+from wellml.cli import (
+    data,
+    demo,
+    endpoints,
+    features,
+    lens,
+    lineage,
+    models,
+    monitor,
+    pipelines,
+    runs,
+)
 from wellml.cli.context import state
 from wellml.cli.output import err_console
 from wellml.errors import WellmlError
@@ -53,9 +64,11 @@ def init(
 
 
 app.add_typer(data.app, name="data")
+app.add_typer(features.app, name="features")
 app.add_typer(runs.app, name="runs")
 app.add_typer(models.app, name="models")
 app.add_typer(lineage.app, name="lineage")
+app.add_typer(pipelines.app, name="pipelines")
 app.add_typer(endpoints.app, name="endpoints")
 app.add_typer(monitor.app, name="monitor")
 app.add_typer(lens.app, name="lens")

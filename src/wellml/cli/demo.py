@@ -54,6 +54,7 @@ def demo(
                 "candidates": result.candidates,
                 "drift_heldout": result.drift_heldout,
                 "drift_shifted": result.drift_shifted,
+                "features": result.features,
                 "review": result.review_counts,
                 "outputs": result.outputs,
                 "seconds": elapsed,

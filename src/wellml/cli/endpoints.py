@@ -41,6 +41,10 @@ def serve(
     allow_unapproved: Annotated[
         bool, typer.Option("--allow-unapproved", help="Serve a version that is not approved.")
     ] = False,
+    feature_service: Annotated[
+        str | None,
+        typer.Option(help="Fetch the model's inputs from the online store by entity keys."),
+    ] = None,
 ) -> None:
     """Deploy a model version and serve it here until stopped (Ctrl-C)."""
     ws = state.open()
@@ -52,6 +56,7 @@ def serve(
         capture_percent=capture_percent,
         auth=auth,
         allow_unapproved=allow_unapproved,
+        feature_service=feature_service,
     )
     err_console.print(
         f"serving {ep.model_version} as endpoint [bold]{ep.name}[/] at {ep.url} "

@@ -26,6 +26,8 @@ from wellml.workspace import Workspace
 ENDPOINT = "churn"
 MODEL = "churn"
 CONSUMER = "churn-app"
+FEATURE_VIEW = "customer-profile"
+FEATURE_SERVICE = "churn-model"
 
 SPEC: dict[str, Any] = {
     "name": "churn",
@@ -56,6 +58,36 @@ SPEC: dict[str, Any] = {
             "slo": {"latency_p95_ms": 50, "error_rate": 0.01},
         }
     },
+    # Customer features by customer id over time: training reads them point in time, the
+    # endpoint fetches them online by customer id.
+    "features": {
+        "entities": [
+            {
+                "name": "customer",
+                "join_keys": [churn.ID_COLUMN],
+                "description": "A subscriber account",
+            }
+        ],
+        "feature_views": [
+            {
+                "name": FEATURE_VIEW,
+                "entities": ["customer"],
+                "source": {"dataset": "customer-features"},
+                "timestamp_field": churn.TIME_COLUMN,
+                "ttl": "365d",
+                "owner": "data-eng",
+                "description": "Monthly account, usage and billing snapshot per customer",
+            }
+        ],
+        "feature_services": [
+            {
+                "name": FEATURE_SERVICE,
+                "features": [f"{FEATURE_VIEW}:{f}" for f in churn.FEATURES],
+                "owner": "ml-lead",
+                "description": "The inputs of the churn model",
+            }
+        ],
+    },
 }
 
 QUALITY_RULES: list[dict[str, Any]] = [
@@ -85,6 +117,7 @@ class DemoResult:
     drift_heldout: list[str] = field(default_factory=list)
     drift_shifted: list[str] = field(default_factory=list)
     review_counts: dict[str, int] = field(default_factory=dict)
+    features: dict[str, Any] = field(default_factory=dict)
     outputs: dict[str, str] = field(default_factory=dict)
 
 
@@ -151,10 +184,16 @@ def _git_snapshot(root: Path) -> bool:
     return True
 
 
-def _send(ws: Workspace, frame: pd.DataFrame, token: str, batch: int = 50) -> int:
+def _send(
+    ws: Workspace,
+    frame: pd.DataFrame,
+    token: str,
+    batch: int = 50,
+    columns: tuple[str, ...] = churn.FEATURES,
+) -> int:
     """Send rows to the endpoint in batches; return how many answers came back."""
     n = 0
-    records = frame[list(churn.FEATURES)].astype(object).where(frame.notna(), None)
+    records = frame[list(columns)].astype(object).where(frame.notna(), None)
     for start in range(0, len(records), batch):
         rows = records.iloc[start : start + batch].to_dict(orient="records")
         n += len(ws.endpoints.invoke(ENDPOINT, rows, token=token)["predictions"])
@@ -227,17 +266,47 @@ def _run(
     rules_file = ws.root / "quality-rules.yaml"
     rules_file.write_text(yaml.safe_dump(QUALITY_RULES, sort_keys=False), encoding="utf-8")
 
+    say("define customer features; build the training set by point-in-time join")
+    features_dv = ws.data.register(
+        "customer-features",
+        raw.drop(columns=[churn.TARGET]),
+        parents=[customers],
+        description="Customer snapshots by customer id and snapshot date",
+    )
+    labels_dv = ws.data.register(
+        "churn-labels",
+        raw[[churn.ID_COLUMN, churn.TIME_COLUMN, churn.TARGET]],
+        parents=[customers],
+        description="Churn outcome per customer snapshot",
+    )
+    ws.features.apply()
+    training_set = ws.features.create_training_dataset(
+        "churn-training-set",
+        labels_dv,
+        FEATURE_SERVICE,
+        timestamp_field=churn.TIME_COLUMN,
+        description="Labels joined point in time to the churn-model features",
+    )
+    materialized = ws.features.materialize(FEATURE_VIEW)
+    parity = ws.features.check_parity(FEATURE_VIEW, sample=1_000)
+    result.features = {
+        "parity_mismatch_rate": parity.mismatch_rate,
+        "training_set": training_set.ref,
+        "online_entities": materialized.rows_written,
+        "feature_rows": features_dv.num_rows,
+    }
+
     say("split training, validation and held-out traffic")
-    table = ws.data.load(customers)
+    table = ws.data.load(training_set)
     train_val, heldout = churn.split_train_holdout(table, holdout_fraction=0.15, seed=1)
     train_df, val_df = churn.split_train_holdout(train_val, holdout_fraction=0.2, seed=2)
     train = ws.data.register(
-        "churn-train", train_df, parents=[customers], description="Training split (by customer)"
+        "churn-train", train_df, parents=[training_set], description="Training split (by customer)"
     )
     val = ws.data.register(
         "churn-validation",
         val_df,
-        parents=[customers],
+        parents=[training_set],
         description="Validation split (by customer)",
     )
     for dv in (train, val):
@@ -306,20 +375,27 @@ def _run(
     result.model_version = mv.ref
 
     say("serve the model and issue a consumer token")
-    running = ws.endpoints.start(f"{MODEL}@production", name=ENDPOINT, capture_percent=100)
+    running = ws.endpoints.start(
+        f"{MODEL}@production",
+        name=ENDPOINT,
+        capture_percent=100,
+        feature_service=FEATURE_SERVICE,
+    )
     try:
         result.endpoint_url = running.url
         token = ws.endpoints.issue_token(ENDPOINT, CONSUMER).secret
         ws.monitoring.create_monitor(ENDPOINT, schedule="@hourly")
 
-        say("send held-out traffic and check for drift")
-        sent = _send(ws, heldout.head(traffic_rows), token)
+        say("send held-out traffic (customer ids only) and check for drift")
+        sent = _send(ws, heldout.head(traffic_rows), token, columns=(churn.ID_COLUMN,))
         _wait_for_capture(ws, sent)
         first = ws.monitoring.run(ENDPOINT)
         result.drift_heldout = first.drifted_features
 
         say("send drifted traffic and check for drift")
-        sent = _send(ws, churn.generate_churn_drifted(traffic_rows), token)
+        drifted = churn.generate_churn_drifted(traffic_rows)
+        # New customers, not in the online store yet: the app sends their whole feature row.
+        sent = _send(ws, drifted, token, columns=(churn.ID_COLUMN, *churn.FEATURES))
         _wait_for_capture(ws, sent)
         second = ws.monitoring.run(ENDPOINT)
         result.drift_shifted = second.drifted_features
@@ -340,6 +416,8 @@ def _run(
         "captured traffic": ws.urls.capture,
         "lens review": str(md),
         "lens review (json)": str(js),
+        "feature store": f"{FEATURE_VIEW} served online for {materialized.rows_written:,} "
+        f"customers; training set {training_set.ref} (wellml features list)",
         "data quality": f"{customers.ref}: {len(QUALITY_RULES)} rules, "
         + ("passed" if quality.passed else "FAILED")
         + f" (again: wellml data check {customers.ref} --rules {rules_file.name})",

@@ -132,6 +132,32 @@ class Evidence:
         with self.ws.metadata.read() as conn:
             return sql.tokens_all(conn)
 
+    @functools.cached_property
+    def feature_definitions(self) -> list[dict[str, Any]]:
+        """Every version of every feature store definition, with ``ref`` (kind:name@N)."""
+        with self.ws.metadata.read() as conn:
+            rows = sql.feature_definitions_all(conn)
+        for r in rows:
+            r["ref"] = f"{r['kind']}:{r['name']}@{r['version']}"
+        return rows
+
+    @functools.cached_property
+    def materializations(self) -> list[dict[str, Any]]:
+        with self.ws.metadata.read() as conn:
+            return sql.materializations_all(conn)
+
+    @functools.cached_property
+    def parity_checks(self) -> list[dict[str, Any]]:
+        with self.ws.metadata.read() as conn:
+            return sql.executions_of_kind(conn, "feature_parity")
+
+    def upstream_views(self, version: dict[str, Any]) -> list[dict[str, Any]]:
+        """The feature view versions upstream of a model version, per lineage."""
+        refs = self.upstream(version["ref"]).refs()
+        return [
+            d for d in self.feature_definitions if d["kind"] == "feature_view" and d["ref"] in refs
+        ]
+
     @functools.cache  # noqa: B019 - one Evidence lives for one review
     def upstream(self, ref: str) -> LineageGraph:
         return self.ws.lineage.upstream(ref)
@@ -500,6 +526,156 @@ def _missed_slots(schedule: str, created: float, now: float, runs: list[float]) 
             missed += 1
         slot = nxt
     return missed
+
+
+# --- feature store ------------------------------------------------------------------------------
+
+
+def _serving_feature_models(ev: Evidence) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
+    """Serving model versions trained on feature-store features, with the view versions."""
+    out = []
+    for v in ev.serving_versions:
+        views = ev.upstream_views(v)
+        if views:
+            out.append((v, views))
+    return out
+
+
+@check("MLPER-08")
+def feature_statistics(ev: Evidence) -> CheckOutcome:
+    """Every feature view version a serving model was trained on has statistics from a
+    materialization, and the latest are recent."""
+    max_age = ev.threshold("MLPER-08.max_age_days", 7) * DAY
+    failing: dict[str, str] = {}
+    examined: list[str] = []
+    for _version, views in _serving_feature_models(ev):
+        for view in views:
+            if view["ref"] in examined:
+                continue
+            examined.append(view["ref"])
+            done = [
+                m
+                for m in ev.materializations
+                if m["definition_id"] == view["id"] and m["status"] == "completed"
+            ]
+            if not done:
+                failing[view["ref"]] = "never materialized, so no feature statistics"
+                continue
+            latest = max(done, key=lambda m: m["finished_at"] or 0)
+            if not (latest["statistics"] or {}).get("columns"):
+                failing[view["ref"]] = "latest materialization has no statistics"
+            elif ev.now - (latest["finished_at"] or 0) > max_age:
+                days = (ev.now - (latest["finished_at"] or 0)) / DAY
+                failing[view["ref"]] = f"latest statistics are {days:.0f} days old"
+    return _outcome(examined, failing, what="feature view versions used by serving models")
+
+
+@check("MLCOST-08")
+def feature_reuse(ev: Evidence) -> CheckOutcome:
+    """Serving models take most of their inputs from feature views; every view can be found
+    (owner, description, entity keys); no two views duplicate the same source and features."""
+    need = ev.threshold("MLCOST-08.feature_share", 0.8)
+    failing: dict[str, str] = {}
+    examined: list[str] = []
+    for v in ev.serving_versions:
+        examined.append(v["ref"])
+        inputs = [c["name"] for c in (v.get("signature") or {}).get("inputs", [])]
+        served = {f["name"] for d in ev.upstream_views(v) for f in d["spec"]["features"]}
+        if not inputs:
+            failing[v["ref"]] = "no signature to compare with"
+            continue
+        share = sum(1 for c in inputs if c in served) / len(inputs)
+        if share < need:
+            failing[v["ref"]] = f"{share:.0%} of its inputs come from feature views"
+    latest: dict[str, dict[str, Any]] = {}
+    for d in ev.feature_definitions:
+        if d["kind"] == "feature_view" and d["version"] > latest.get(d["name"], {}).get(
+            "version", 0
+        ):
+            latest[d["name"]] = d
+    seen: dict[str, str] = {}
+    for d in latest.values():
+        examined.append(d["ref"])
+        missing = [k for k in ("owner", "description") if not d[k]]
+        if not d["spec"].get("join_keys"):
+            missing.append("entity keys")
+        if missing:
+            failing[d["ref"]] = f"missing {', '.join(missing)}"
+        same = repr((d["spec"]["source"], sorted(f["name"] for f in d["spec"]["features"])))
+        if same in seen:
+            failing[d["ref"]] = f"duplicates {seen[same]} (same source and features)"
+        seen.setdefault(same, d["ref"])
+    return _outcome(examined, failing, what="serving model versions and feature views", needed=1.0)
+
+
+@check("MLREL-07")
+def feature_consistency(ev: Evidence) -> CheckOutcome:
+    """Endpoints serving feature-store models read the same view versions online that the
+    training set was built from, by point-in-time retrieval; the online copy is fresh and a
+    recent parity check agrees with the offline data."""
+    max_parity_age = ev.threshold("MLREL-07.parity_max_age_days", 7) * DAY
+    max_mismatch = ev.threshold("MLREL-07.max_mismatch_rate", 0.01)
+    retrievals = {
+        n.ref
+        for v, _ in _serving_feature_models(ev)
+        for n in ev.upstream(v["ref"]).nodes
+        if n.kind == "feature_retrieval"
+    }
+    services = {
+        d["ref"].removeprefix("feature_service:"): d
+        for d in ev.feature_definitions
+        if d["kind"] == "feature_service"
+    }
+    failing: dict[str, str] = {}
+    examined: list[str] = []
+    for ep in ev.endpoints:
+        version = ev.versions_by_id.get(ep["model_version_id"])
+        if version is None:
+            continue
+        views = ev.upstream_views(version)
+        if not views:
+            continue
+        ref = f"endpoint:{ep['name']}"
+        examined.append(ref)
+        problems = []
+        if not any(r in retrievals for r in (n.ref for n in ev.upstream(version["ref"]).nodes)):
+            problems.append("training set not built by point-in-time retrieval")
+        service = services.get((ep["config"] or {}).get("feature_service") or "")
+        if service is None:
+            problems.append("does not read features from the online store (no feature service)")
+        else:
+            online = {
+                f"feature_view:{g['view']}@{g['version']}"
+                for g in service["spec"]["features"]
+                if g["kind"] == "feature_view"
+            }
+            trained = {d["ref"] for d in views}
+            if online != trained:
+                problems.append(f"serves {sorted(online)} but was trained on {sorted(trained)}")
+        for view in views:
+            done = [
+                m
+                for m in ev.materializations
+                if m["definition_id"] == view["id"] and m["status"] == "completed"
+            ]
+            ttl = view["spec"].get("ttl_seconds")
+            if not done:
+                problems.append(f"{view['ref']} never materialized")
+            elif ttl and ev.now - max(m["end_time"] for m in done) > ttl:
+                problems.append(f"{view['ref']} online copy older than its TTL")
+            checks = [
+                p
+                for p in ev.parity_checks
+                if p["properties"].get("view") == view["ref"].removeprefix("feature_view:")
+            ]
+            if not checks or ev.now - checks[0]["started_at"] > max_parity_age:
+                problems.append(f"no online/offline parity check of {view['ref']} in the window")
+            elif checks[0]["properties"].get("mismatch_rate", 1.0) > max_mismatch:
+                rate = checks[0]["properties"]["mismatch_rate"]
+                problems.append(f"{view['ref']} parity mismatch rate {rate:.1%}")
+        if problems:
+            failing[ref] = "; ".join(problems)
+    return _outcome(examined, failing, what="endpoints serving feature-store models")
 
 
 # --- security ---------------------------------------------------------------------------------

@@ -40,6 +40,8 @@ class ServedModel:
     model_version: str  # e.g. churn@3
     model: Any
     signature: Signature
+    # Fills in model inputs from the online feature store for rows that carry entity keys.
+    enrich: Callable[[pd.DataFrame], pd.DataFrame] | None = None
 
 
 class RequestError(InvalidInput):
@@ -233,6 +235,8 @@ def build_app(
             if len(raw) > max_payload_bytes:
                 raise RequestError(f"payload larger than {max_payload_bytes} bytes", 413)
             frame = parse_payload(raw, request.headers.get("content-type", ""), served.signature)
+            if served.enrich is not None:
+                frame = served.enrich(frame)
             clean, outputs = predict(served, frame)
         except RequestError as exc:
             return _error(exc.status, str(exc), inference_id)

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -187,8 +188,13 @@ class Endpoints:
         auth: bool = True,
         allow_unapproved: bool = False,
         max_payload_bytes: int = 6 * 1024 * 1024,
+        feature_service: str | None = None,
     ) -> EndpointRecord:
         """Create or update the endpoint record for a model version (it is not started).
+
+        With ``feature_service``, a request may carry only entity keys (and any request
+        fields of on-demand features): the endpoint fetches the service's features from the
+        online store before predicting. The service is pinned to its current version.
 
         Raises:
             Conflict: the version is not approved (unless ``allow_unapproved``), or the
@@ -205,8 +211,19 @@ class Endpoints:
                 f"{mv.ref} is {mv.status}; approve it first (wellml models approve {mv.ref}) "
                 "or pass --allow-unapproved"
             )
+        service = None
+        if feature_service is not None:
+            service = self._ws.features.get(feature_service, "feature_service")
+            served = {name.rpartition(":")[2] for name in service.feature_names}
+            missing = [c for c in mv.signature.columns if c not in served]
+            if len(missing) == len(mv.signature.columns):
+                raise InvalidInput(
+                    f"feature service {service.ref} provides none of {mv.ref}'s inputs "
+                    f"({', '.join(mv.signature.columns)})"
+                )
         config = {
             "auth": auth,
+            "feature_service": service.ref if service is not None else None,
             "capture_percent": capture_percent,
             "max_payload_bytes": max_payload_bytes,
             "variants": [{"name": "primary", "model_version": mv.ref, "weight": 1.0}],
@@ -272,7 +289,8 @@ class Endpoints:
                 kind="deploy",
                 ref=f"deploy:{dep_id}",
                 name=f"deploy {mv.ref} to {name}",
-                inputs=[(mv.lineage_artifact_id, "model")],
+                inputs=[(mv.lineage_artifact_id, "model")]
+                + ([(service.lineage_artifact_id, "feature_service")] if service else []),
                 outputs=[(row["lineage_artifact_id"], "endpoint")],
                 properties={"config": config},
             )
@@ -294,6 +312,8 @@ class Endpoints:
         mv = self._ws.registry.by_id(ep.model_version_id)
         model = self._ws.registry.load(mv)
         served = ServedModel(ep.name, mv.ref, model, mv.signature)
+        if ep.config.get("feature_service"):
+            served.enrich = self._enricher(ep.config["feature_service"], mv.signature.columns)
         capture = None
         if ep.config.get("capture_percent", 0) > 0:
             capture = CaptureWriter(
@@ -376,6 +396,29 @@ class Endpoints:
             time.sleep(0.2)
         proc.kill()
         raise BackendUnavailable(f"endpoint {ep.name} did not answer /ping in {timeout:.0f} s")
+
+    def _enricher(
+        self, service_ref: str, inputs: builtins.list[str]
+    ) -> Callable[[pd.DataFrame], pd.DataFrame]:
+        """Fill a request's missing model inputs from the online store via a feature service.
+
+        Values sent with the request are kept: a client may override a feature, and a request
+        that already carries every model input is not looked up at all.
+        """
+        features = self._ws.features
+        features.get(service_ref, "feature_service")  # fail at start, not at the first request
+
+        def enrich(frame: pd.DataFrame) -> pd.DataFrame:
+            if all(c in frame.columns for c in inputs):
+                return frame
+            columns = {str(c): frame[c].tolist() for c in frame.columns}
+            found = features.get_online_features(columns, service_ref).columns
+            extra = {c: v for c, v in found.items() if c not in columns}
+            if not extra:
+                return frame
+            return pd.concat([frame.reset_index(drop=True), pd.DataFrame(extra)], axis=1)
+
+        return enrich
 
     def stop(self, name: str, timeout: float = 30) -> EndpointRecord:
         """Stop a running endpoint's server (on this host).

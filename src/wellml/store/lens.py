@@ -14,6 +14,8 @@ from wellml.store.tables import (
     datasets,
     endpoint_deployments,
     endpoints,
+    feature_definitions,
+    feature_materializations,
     lens_answers,
     lens_reviews,
     lineage_executions,
@@ -198,3 +200,23 @@ def reviews(conn: Connection, limit: int = 20) -> list[dict[str, Any]]:
         .order_by(lens_reviews.c.created_at.desc())
         .limit(limit),
     )
+
+
+def feature_definitions_all(conn: Connection) -> list[dict[str, Any]]:
+    """Every version of every feature store definition."""
+    return _all(conn, select(feature_definitions))
+
+
+def materializations_all(conn: Connection) -> list[dict[str, Any]]:
+    """Every feature materialization."""
+    return _all(conn, select(feature_materializations))
+
+
+def executions_of_kind(
+    conn: Connection, kind: str, since: float | None = None
+) -> list[dict[str, Any]]:
+    """Lineage executions of one kind (optionally since a time), newest first."""
+    stmt = select(lineage_executions).where(lineage_executions.c.kind == kind)
+    if since is not None:
+        stmt = stmt.where(lineage_executions.c.started_at >= since)
+    return _all(conn, stmt.order_by(lineage_executions.c.started_at.desc()))

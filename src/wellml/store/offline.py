@@ -50,10 +50,11 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from wellml.errors import InvalidInput
 
-__all__ = ["FeatureSource", "get_historical_features"]
+__all__ = ["FeatureSource", "describe_source", "get_historical_features", "latest_rows"]
 
 #: What a caller may pass as entity rows or source data.
 TableLike: TypeAlias = str | Path | pa.Table | pd.DataFrame
@@ -559,3 +560,119 @@ def _join_sql(
         f"SELECT {', '.join(selected)} FROM {_PREFIX}e AS e {' '.join(joins)} "
         f"ORDER BY e.{_quote(_ROW)}"
     )
+
+
+def describe_source(data: TableLike) -> dict[str, str]:
+    """Column name -> DuckDB type name of a Parquet path or glob, Arrow table or DataFrame.
+
+    Raises:
+        InvalidInput: the Parquet path cannot be read or the DataFrame cannot be converted.
+    """
+    con = _connect(None, None)
+    try:
+        if isinstance(data, str | Path):
+            relation = f"read_parquet({_literal(str(data))})"
+            try:
+                return _describe(con, relation)
+            except duckdb.Error as exc:
+                raise InvalidInput(f"cannot read Parquet {str(data)!r}: {exc}") from exc
+        table = _from_pandas(data, "source") if isinstance(data, pd.DataFrame) else data
+        con.register(f"{_PREFIX}describe", table)
+        return _describe(con, f"{_PREFIX}describe")
+    finally:
+        con.close()
+
+
+def latest_rows(
+    source: FeatureSource,
+    *,
+    start: pd.Timestamp | None = None,
+    end: pd.Timestamp | None = None,
+    memory_limit: str | None = None,
+    temp_directory: str | None = None,
+) -> tuple[pa.Table, int]:
+    """The latest row per join key among the source rows with ``start <= timestamp <= end``.
+
+    "Latest" follows the same order as :func:`get_historical_features`: the greatest event
+    timestamp, then the greatest created timestamp, then the row that comes last in the source.
+    This is what a materialization writes to an online store: reading the result as of ``end``
+    gives what a point-in-time join would give for an entity row at ``end`` (before the TTL).
+
+    Args:
+        source: The feature source (its TTL is not applied here).
+        start: Inclusive lower bound of the event-time window (naive means UTC); None: no bound.
+        end: Inclusive upper bound; None: no bound.
+        memory_limit: DuckDB memory limit; beyond it DuckDB spills to disk.
+        temp_directory: Where DuckDB spills.
+
+    Returns:
+        The rows (join keys, the timestamp as a UTC ``timestamp[us, tz=UTC]`` column named as
+        the source's timestamp, then the features) and how many source rows were in the window.
+
+    Raises:
+        InvalidInput: a column is missing or of the wrong type, or a Parquet path cannot be read.
+    """
+    con = _connect(memory_limit, temp_directory)
+    try:
+        con.execute("SET preserve_insertion_order = false")
+        relation = _source_relation(con, 0, source)
+        types = _describe(con, relation)
+        what = f"feature source {source.name!r}"
+        for column in (*source.join_keys, *source.features):
+            if column not in types:
+                raise InvalidInput(f"{what}: column {column!r} is missing")
+        _check_timestamp(what, source.timestamp, types)
+        if source.created_timestamp is not None:
+            _check_timestamp(what, source.created_timestamp, types)
+        timestamp = _utc(source.timestamp, types[source.timestamp], False)
+        order = [f"'t': {timestamp}"]
+        if source.created_timestamp is not None:
+            created = _utc(source.created_timestamp, types[source.created_timestamp], False)
+            order.append(f"'c': coalesce({created}, '-infinity'::TIMESTAMP)")
+        if relation.startswith("read_parquet("):
+            order.append("'f': CAST(file_index AS BIGINT)")
+            order.append("'r': CAST(file_row_number AS BIGINT)")
+        else:
+            order.append(f"'r': {_quote(_ROW)}")
+        where = [f"{_quote(source.timestamp)} IS NOT NULL"]
+        for bound, op in ((start, ">="), (end, "<=")):
+            if bound is not None:
+                moment = pd.Timestamp(bound)
+                if moment.tzinfo is not None:
+                    moment = moment.tz_convert("UTC").tz_localize(None)
+                where.append(f"{timestamp} {op} CAST({_literal(moment.isoformat())} AS TIMESTAMP)")
+        keys = [
+            f"{_quote(key)} AS {_quote(f'{_PREFIX}k{i}')}" for i, key in enumerate(source.join_keys)
+        ]
+        payload = [f"'t': {timestamp}"] + [
+            f"{_literal(f'f{i}')}: {_quote(feature)}" for i, feature in enumerate(source.features)
+        ]
+        inner = (
+            f"SELECT {', '.join(keys)}, {{{', '.join(payload)}}} AS {_quote(f'{_PREFIX}p')}, "
+            f"{{{', '.join(order)}}} AS {_quote(f'{_PREFIX}o')} FROM {relation} "
+            f"WHERE {' AND '.join(where)}"
+        )
+        key_aliases = [_quote(f"{_PREFIX}k{i}") for i in range(len(source.join_keys))]
+        group = f"GROUP BY {', '.join(key_aliases)}" if key_aliases else ""
+        outer = [f"{alias} AS {_quote(key)}" for alias, key in zip(key_aliases, source.join_keys)]
+        outer.append(f"timezone('UTC', p.t) AS {_quote(source.timestamp)}")
+        outer += [f"p.f{i} AS {_quote(feature)}" for i, feature in enumerate(source.features)]
+        # arg_max keeps the payload of the row with the greatest order struct, per key.
+        aggregates = [
+            *key_aliases,
+            f"arg_max({_quote(f'{_PREFIX}p')}, {_quote(f'{_PREFIX}o')}) AS p",
+            f"count(*) AS {_quote(f'{_PREFIX}n')}",
+        ]
+        sql = (
+            f"WITH w AS ({inner}), "
+            f"l AS (SELECT {', '.join(aggregates)} FROM w {group}) "
+            f"SELECT {', '.join([*outer, _quote(f'{_PREFIX}n')])} FROM l WHERE p IS NOT NULL"
+        )
+        table = con.sql(sql).to_arrow_table()
+    except duckdb.Error as exc:
+        raise InvalidInput(f"feature source {source.name!r}: {exc}") from exc
+    finally:
+        con.close()
+    counts = table.column(f"{_PREFIX}n")
+    read = int(pc.sum(counts).as_py() or 0) if table.num_rows else 0
+    return table.drop_columns([f"{_PREFIX}n"]), read

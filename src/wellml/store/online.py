@@ -34,11 +34,14 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from json.encoder import encode_basestring
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from wellml.errors import BackendUnavailable, InvalidInput
 from wellml.names import check_name
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 __all__ = [
     "CAPABILITIES",
@@ -183,6 +186,122 @@ def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
         yield items[start : start + size]
 
 
+def _table_times(
+    table: Any,
+    key_columns: Sequence[str],
+    timestamp_column: str,
+    feature_columns: Sequence[str],
+) -> list[float]:
+    """Validate a table for :meth:`OnlineStore.write_table`; return its event times."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not isinstance(table, pa.Table):
+        raise InvalidInput(f"write_table needs an Arrow table, got {type(table).__name__}")
+    keys = _check_features(key_columns) or []
+    if not keys:
+        raise InvalidInput("write_table needs at least one key column")
+    names = _check_features(feature_columns) or []
+    for column in (*keys, timestamp_column, *names):
+        if column not in table.column_names:
+            raise InvalidInput(f"write_table: column {column!r} is missing")
+    for column in (*keys, *names):
+        t = table.column(column).type
+        if pa.types.is_dictionary(t):
+            t = t.value_type
+        if not (
+            pa.types.is_integer(t)
+            or pa.types.is_floating(t)
+            or pa.types.is_string(t)
+            or pa.types.is_large_string(t)
+            or pa.types.is_boolean(t)
+            or (pa.types.is_null(t) and column in names)
+        ):
+            what = "key" if column in keys else "feature"
+            raise InvalidInput(f"write_table: {what} column {column!r} has unsupported type {t}")
+    for key in keys:
+        if table.column(key).null_count:
+            raise InvalidInput(f"write_table: key column {key!r} has NULLs")
+    ts = table.column(timestamp_column)
+    if not pa.types.is_timestamp(ts.type):
+        raise InvalidInput(
+            f"write_table: timestamp column {timestamp_column!r} must be a timestamp, got {ts.type}"
+        )
+    if ts.null_count:
+        raise InvalidInput(f"write_table: timestamp column {timestamp_column!r} has NULLs")
+    micros = ts.cast(pa.timestamp("us", tz=ts.type.tz)).cast(pa.int64())
+    times: list[float] = pc.divide(micros.cast(pa.float64()), 1e6).to_pylist()
+    return times
+
+
+def _decoded(column: Any) -> Any:
+    import pyarrow as pa
+
+    return column.cast(column.type.value_type) if pa.types.is_dictionary(column.type) else column
+
+
+_CONTROL = r"[\x00-\x1f]"
+
+
+def _json_column(column: Any) -> Any:
+    """A column's values as JSON texts (an Arrow string array), computed in bulk.
+
+    The texts decode to exactly the values :data:`_dumps_row` writes: floats keep a fraction
+    or exponent so they read back as floats (a shortest round-trip form, so the same double),
+    NaN and the infinities use the tokens Python's JSON codec reads, and NULL is ``null``.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    column = _decoded(column)
+    t = column.type
+    if pa.types.is_floating(t):
+        text = column.cast(pa.float64()).cast(pa.string())
+        whole = pc.match_substring_regex(text, r"^-?[0-9]+$")
+        text = pc.if_else(whole, pc.binary_join_element_wise(text, ".0", ""), text)
+        for token, json_token in (("nan", "NaN"), ("inf", "Infinity"), ("-inf", "-Infinity")):
+            text = pc.if_else(pc.equal(text, token), json_token, text)
+    elif pa.types.is_integer(t):
+        text = column.cast(pa.string())
+    elif pa.types.is_boolean(t):
+        text = pc.if_else(column, "true", "false")
+    elif pa.types.is_null(t):
+        text = pa.nulls(len(column), pa.string())
+    else:
+        strings = column.cast(pa.string())
+        if pc.any(pc.match_substring_regex(strings, _CONTROL)).as_py():
+            return pa.array(
+                [_json_str(v) if v is not None else "null" for v in strings.to_pylist()]
+            )
+        escaped = pc.replace_substring(strings, "\\", "\\\\")
+        escaped = pc.replace_substring(escaped, '"', '\\"')
+        text = pc.binary_join_element_wise('"', escaped, '"', "")
+    return pc.fill_null(text, "null")
+
+
+def _encode_table_rows(
+    table: Any, keys: Sequence[str], names: Sequence[str]
+) -> tuple[list[str], list[str]]:
+    """Encoded keys and JSON value rows of a whole table, as write_batch would store them."""
+    import pyarrow.compute as pc
+
+    parts: list[Any] = ["["]
+    for i, key in enumerate(keys):
+        if i:
+            parts.append(",")
+        parts.append(_json_column(table.column(key)))
+    parts.append("]")
+    encoded_keys = pc.binary_join_element_wise(*parts, "").to_pylist()
+    if not names:
+        return encoded_keys, ["{}"] * len(encoded_keys)
+    parts = []
+    for i, name in enumerate(names):
+        parts.append(("{" if i == 0 else ",") + _json_str(name) + ":")
+        parts.append(_json_column(table.column(name)))
+    parts.append("}")
+    return encoded_keys, pc.binary_join_element_wise(*parts, "").to_pylist()
+
+
 # --------------------------------------------------------------------------------------------
 # the protocol
 
@@ -243,6 +362,21 @@ class OnlineStore(abc.ABC):
         """
 
     @abc.abstractmethod
+    def read_batch_with_times(
+        self, view: str, keys: Sequence[tuple[Any, ...]], features: Sequence[str] | None = None
+    ) -> list[tuple[dict[str, Any], float] | None]:
+        """As :meth:`read_batch`, with the event time of each row found, in one round trip.
+
+        Returns:
+            ``(values, event time in epoch seconds)`` per key, or ``None`` where the key has
+            never been written. Callers use the time to apply a freshness limit (a TTL).
+
+        Raises:
+            InvalidInput: a bad view name, key or feature list.
+            BackendUnavailable: the backend cannot be reached.
+        """
+
+    @abc.abstractmethod
     def delete_view(self, view: str) -> None:
         """Delete every row of a feature view (a no-op for an unknown view).
 
@@ -254,6 +388,51 @@ class OnlineStore(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None:
         """Release connections; the store must not be used afterwards. Idempotent."""
+
+    def write_table(
+        self,
+        view: str,
+        table: pa.Table,
+        *,
+        key_columns: Sequence[str],
+        timestamp_column: str,
+        feature_columns: Sequence[str],
+        chunk_rows: int = 50_000,
+    ) -> int:
+        """Apply every row of an Arrow table, as :meth:`write_batch` would.
+
+        Keys come from ``key_columns``, the event time from ``timestamp_column`` (an Arrow
+        timestamp of any unit; without a time zone it is taken as UTC) and the values from
+        ``feature_columns``. The columns are converted in bulk and written in chunks of
+        ``chunk_rows`` rows, each chunk one :meth:`write_batch`.
+
+        Returns:
+            How many rows were applied (rows not ignored as older).
+
+        Raises:
+            InvalidInput: a missing column, a key or value column of a type other than
+                integer, float, string or boolean, a non-timestamp or NULL event time, or a
+                bad view name; nothing is written.
+            BackendUnavailable: the backend cannot be reached.
+        """
+        _check_view(view)
+        times = _table_times(table, key_columns, timestamp_column, feature_columns)
+        keys = [_decoded(table.column(k)).to_pylist() for k in key_columns]
+        names = list(feature_columns)
+        values = [_decoded(table.column(f)).to_pylist() for f in names]
+        applied = 0
+        for start in range(0, table.num_rows, chunk_rows):
+            stop = min(start + chunk_rows, table.num_rows)
+            rows = [
+                (
+                    tuple(k[i] for k in keys),
+                    {name: vals[i] for name, vals in zip(names, values)},
+                    times[i],
+                )
+                for i in range(start, stop)
+            ]
+            applied += self.write_batch(view, rows)
+        return applied
 
     def write(self, view: str, key: tuple[Any, ...], values: Mapping[str, Any], ts: float) -> bool:
         """Write one row; return whether it was applied (False: older than the stored one).
@@ -372,37 +551,98 @@ class SQLiteOnlineStore(OnlineStore):
             # rowcount sums changes over executemany; a skipped (older) upsert changes nothing.
             return cur.rowcount
 
-    def read_batch(
-        self, view: str, keys: Sequence[tuple[Any, ...]], features: Sequence[str] | None = None
-    ) -> list[dict[str, Any] | None]:
+    def write_table(
+        self,
+        view: str,
+        table: pa.Table,
+        *,
+        key_columns: Sequence[str],
+        timestamp_column: str,
+        feature_columns: Sequence[str],
+        chunk_rows: int = 50_000,
+    ) -> int:
         _check_view(view)
-        names = _check_features(features)
+        times = _table_times(table, key_columns, timestamp_column, feature_columns)
+        for name in feature_columns:
+            _check_values({name: None})
+        encoded_keys, rows = _encode_table_rows(table, list(key_columns), list(feature_columns))
+        applied = 0
+        for start in range(0, len(rows), chunk_rows):
+            stop = start + chunk_rows
+            params = [
+                (view, k, v, t)
+                for k, v, t in zip(encoded_keys[start:stop], rows[start:stop], times[start:stop])
+            ]
+            applied += self._upsert(params)
+        return applied
+
+    def _upsert(self, params: list[tuple[str, str, str, float]]) -> int:
+        if not params:
+            return 0
+        with self._lock:
+            conn = self._connection()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                cur = conn.executemany(_SQLITE_UPSERT, params)
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise BackendUnavailable(f"SQLite online store {self.path}: {exc}") from exc
+            return cur.rowcount
+
+    def _fetch(
+        self, view: str, keys: Sequence[tuple[Any, ...]]
+    ) -> tuple[list[str], dict[str, tuple[str, float]]]:
+        _check_view(view)
         encoded = [_encode_key(key) for key in keys]
         unique = list(dict.fromkeys(encoded))
-        found: dict[str, str] = {}
+        found: dict[str, tuple[str, float]] = {}
         with self._lock:
             conn = self._connection()
             try:
                 for chunk in _chunks(unique, _SQLITE_IN_CHUNK):
                     marks = ",".join("?" * len(chunk))
-                    found.update(
-                        conn.execute(
-                            f"SELECT key, vals FROM online_features "
-                            f"WHERE view = ? AND key IN ({marks})",
-                            (view, *chunk),
-                        ).fetchall()
-                    )
+                    rows = conn.execute(
+                        f"SELECT key, vals, ts FROM online_features "
+                        f"WHERE view = ? AND key IN ({marks})",
+                        (view, *chunk),
+                    ).fetchall()
+                    for key, vals, ts in rows:
+                        found[key] = (vals, ts)
             except sqlite3.Error as exc:
                 raise BackendUnavailable(f"SQLite online store {self.path}: {exc}") from exc
+        return encoded, found
+
+    def read_batch(
+        self, view: str, keys: Sequence[tuple[Any, ...]], features: Sequence[str] | None = None
+    ) -> list[dict[str, Any] | None]:
+        names = _check_features(features)
+        encoded, found = self._fetch(view, keys)
         out: list[dict[str, Any] | None] = []
         for key in encoded:
-            raw = found.get(key)
-            if raw is None:
+            hit = found.get(key)
+            if hit is None:
                 out.append(None)
                 continue
             # Decode per position, not per unique key, so duplicate keys get separate dicts.
-            values = _loads_row(raw)
+            values = _loads_row(hit[0])
             out.append(values if names is None else {n: values.get(n) for n in names})
+        return out
+
+    def read_batch_with_times(
+        self, view: str, keys: Sequence[tuple[Any, ...]], features: Sequence[str] | None = None
+    ) -> list[tuple[dict[str, Any], float] | None]:
+        names = _check_features(features)
+        encoded, found = self._fetch(view, keys)
+        out: list[tuple[dict[str, Any], float] | None] = []
+        for key in encoded:
+            hit = found.get(key)
+            if hit is None:
+                out.append(None)
+                continue
+            values = _loads_row(hit[0])
+            out.append((values if names is None else {n: values.get(n) for n in names}, hit[1]))
         return out
 
     def delete_view(self, view: str) -> None:
@@ -447,6 +687,28 @@ def _encode_field(value: Any) -> str:
     if kind is int:
         return "i" + str(value)
     return "N"  # None: values were validated by _check_values
+
+
+def _field_column(column: Any) -> list[str]:
+    """A column's values as :func:`_encode_field` texts, computed in bulk."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    column = _decoded(column)
+    t = column.type
+    if pa.types.is_floating(t):
+        # Any round-trip text of a double parses back to the same double.
+        text = pc.binary_join_element_wise("d", column.cast(pa.float64()).cast(pa.string()), "")
+    elif pa.types.is_integer(t):
+        text = pc.binary_join_element_wise("i", column.cast(pa.string()), "")
+    elif pa.types.is_boolean(t):
+        text = pc.if_else(column, "T", "F")
+    elif pa.types.is_null(t):
+        text = pa.nulls(len(column), pa.string())
+    else:
+        text = pc.binary_join_element_wise("s", column.cast(pa.string()), "")
+    values: list[str] = pc.fill_null(text, "N").to_pylist()
+    return values
 
 
 def _decode_field(text: str | None) -> Any:
@@ -595,11 +857,49 @@ class RedisOnlineStore(OnlineStore):
         except self._redis_errors as exc:
             raise BackendUnavailable(f"Redis at {_redact(self.url)}: {exc}") from exc
 
-    def read_batch(
-        self, view: str, keys: Sequence[tuple[Any, ...]], features: Sequence[str] | None = None
-    ) -> list[dict[str, Any] | None]:
+    def write_table(
+        self,
+        view: str,
+        table: pa.Table,
+        *,
+        key_columns: Sequence[str],
+        timestamp_column: str,
+        feature_columns: Sequence[str],
+        chunk_rows: int = 50_000,
+    ) -> int:
         _check_view(view)
-        names = _check_features(features)
+        times = _table_times(table, key_columns, timestamp_column, feature_columns)
+        names = list(feature_columns)
+        for name in names:
+            _check_values({name: None})
+        encoded_keys, _rows = _encode_table_rows(table, list(key_columns), [])
+        fields = [_field_column(table.column(name)) for name in names]
+        count = str(len(names))
+        applied = 0
+        try:
+            for start in range(0, len(encoded_keys), chunk_rows):
+                stop = min(start + chunk_rows, len(encoded_keys))
+                pipe = self._client.pipeline(transaction=False)
+                for lo in range(start, stop, _REDIS_WRITE_CHUNK):
+                    hi = min(lo + _REDIS_WRITE_CHUNK, stop)
+                    keys = [self._key(view, k) for k in encoded_keys[lo:hi]]
+                    args: list[str] = []
+                    for i in range(lo, hi):
+                        args.append(repr(times[i]))
+                        args.append(count)
+                        for name, column in zip(names, fields):
+                            args.append(name)
+                            args.append(column[i])
+                    self._write_script(keys=keys, args=args, client=pipe)
+                applied += sum(int(n) for n in pipe.execute())
+        except self._redis_errors as exc:
+            raise BackendUnavailable(f"Redis at {_redact(self.url)}: {exc}") from exc
+        return applied
+
+    def _fetch(
+        self, view: str, keys: Sequence[tuple[Any, ...]], names: list[str] | None
+    ) -> list[tuple[dict[str, Any], float] | None]:
+        _check_view(view)
         redis_keys = [self._key(view, _encode_key(key)) for key in keys]
         if not redis_keys:
             return []
@@ -615,20 +915,33 @@ class RedisOnlineStore(OnlineStore):
             replies = pipe.execute()
         except self._redis_errors as exc:
             raise BackendUnavailable(f"Redis at {_redact(self.url)}: {exc}") from exc
-        out: list[dict[str, Any] | None] = []
+        out: list[tuple[dict[str, Any], float] | None] = []
         if names is None:
             for reply in replies:
                 if not reply:  # every written key has __ts, so an empty hash is no key
                     out.append(None)
                     continue
-                out.append({f: _decode_field(v) for f, v in reply.items() if f != _TS_FIELD})
+                values = {f: _decode_field(v) for f, v in reply.items() if f != _TS_FIELD}
+                out.append((values, float(reply[_TS_FIELD])))
         else:
             for reply in replies:
                 if reply[0] is None:
                     out.append(None)
                     continue
-                out.append({n: _decode_field(v) for n, v in zip(names, reply[1:])})
+                values = {n: _decode_field(v) for n, v in zip(names, reply[1:])}
+                out.append((values, float(reply[0])))
         return out
+
+    def read_batch(
+        self, view: str, keys: Sequence[tuple[Any, ...]], features: Sequence[str] | None = None
+    ) -> list[dict[str, Any] | None]:
+        names = _check_features(features)
+        return [hit[0] if hit is not None else None for hit in self._fetch(view, keys, names)]
+
+    def read_batch_with_times(
+        self, view: str, keys: Sequence[tuple[Any, ...]], features: Sequence[str] | None = None
+    ) -> list[tuple[dict[str, Any], float] | None]:
+        return self._fetch(view, keys, _check_features(features))
 
     def delete_view(self, view: str) -> None:
         _check_view(view)

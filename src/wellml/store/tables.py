@@ -384,6 +384,97 @@ monitor_executions = Table(
     Column("lineage_execution_id", ID, ForeignKey("lineage_executions.id"), nullable=False),
 )
 
+# --- feature store -----------------------------------------------------------------------------
+
+# Entities, feature views, on-demand feature views and feature services share one versioned
+# table: each applied definition is an immutable (kind, name, version) row whose spec is the
+# resolved definition (pinned dataset and view versions) and whose digest decides whether a new
+# apply is a change.
+feature_definitions = Table(
+    "feature_definitions",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("kind", String(32), nullable=False),  # entity | feature_view | on_demand | service
+    Column("name", NAME, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("digest", String(64), nullable=False),
+    Column("spec", JSON, nullable=False),
+    Column("description", Text, nullable=False, default=""),
+    Column("owner", NAME, nullable=False, default=""),
+    Column("tags", JSON, nullable=False, default=dict),
+    Column("created_at", Float, nullable=False),
+    Column("created_by", NAME, nullable=False),
+    Column("lineage_artifact_id", ID, ForeignKey("lineage_artifacts.id"), nullable=False),
+    UniqueConstraint("kind", "name", "version"),
+)
+
+feature_materializations = Table(
+    "feature_materializations",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("definition_id", ID, ForeignKey("feature_definitions.id"), nullable=False),
+    Column("start_time", Float),  # event-time window; NULL start means from the beginning
+    Column("end_time", Float, nullable=False),
+    Column("status", String(16), nullable=False),  # running | completed | failed
+    Column("rows_read", BigInteger, nullable=False, default=0),
+    Column("rows_written", BigInteger, nullable=False, default=0),
+    Column("online_store", Text, nullable=False),
+    Column("statistics", JSON, nullable=False, default=dict),
+    Column("error", Text, nullable=False, default=""),
+    Column("started_at", Float, nullable=False),
+    Column("finished_at", Float),
+    Column("created_by", NAME, nullable=False),
+    Column("lineage_execution_id", ID, ForeignKey("lineage_executions.id"), nullable=False),
+    Index("ix_feature_materializations_definition_started", "definition_id", "started_at"),
+)
+
+# --- pipelines ---------------------------------------------------------------------------------
+
+# A pipeline run and its steps. A step row is written once, when the step has finished (or been
+# cached, skipped or blocked), so a run killed mid-way keeps every finished step and loses only
+# the ones in flight. ``cache_key`` digests the step's code, parameters and input digests.
+pipeline_runs = Table(
+    "pipeline_runs",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("pipeline", NAME, nullable=False),
+    Column("pipeline_ref", String(512)),  # module:function, to run it again
+    Column("status", String(16), nullable=False),  # running | completed | blocked | failed | ...
+    Column("executor", String(32), nullable=False),
+    Column("params", JSON, nullable=False),
+    Column("graph", JSON, nullable=False),  # the nodes and how they are wired
+    Column("user", NAME, nullable=False),
+    Column("host", NAME, nullable=False),
+    Column("pid", Integer),
+    Column("started_at", Float, nullable=False),
+    Column("ended_at", Float),
+    Column("error", Text),
+    Column("resumed_from", ID, ForeignKey("pipeline_runs.id")),
+    Index("ix_pipeline_runs_pipeline_started", "pipeline", "started_at"),
+    Index("ix_pipeline_runs_status", "status"),
+)
+
+pipeline_steps = Table(
+    "pipeline_steps",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("run_id", ID, ForeignKey("pipeline_runs.id"), nullable=False),
+    Column("name", NAME, nullable=False),
+    Column("function", String(512), nullable=False),
+    Column("status", String(16), nullable=False),  # completed | cached | skipped | failed | blocked
+    Column("cache_key", String(64)),
+    Column("cached_from", ID, ForeignKey("pipeline_steps.id")),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("outputs", JSON, nullable=False, default=dict),  # {name: {digest, format, ...}}
+    Column("reason", Text, nullable=False, default=""),
+    Column("error", Text),  # the traceback of the last attempt
+    Column("started_at", Float),
+    Column("ended_at", Float),
+    Column("lineage_execution_id", ID, ForeignKey("lineage_executions.id")),
+    UniqueConstraint("run_id", "name"),
+    Index("ix_pipeline_steps_cache_key", "cache_key"),
+)
+
 # --- lens --------------------------------------------------------------------------------------
 
 lens_reviews = Table(

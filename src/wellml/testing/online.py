@@ -234,3 +234,114 @@ class OnlineStoreContract:
         with pytest.raises(InvalidInput):
             store.delete_view("*")
         assert store.write_batch("v", []) == 0
+
+    # -- bulk writes from Arrow tables -------------------------------------------------------
+
+    @staticmethod
+    def _table_rows() -> tuple[Any, list[tuple[tuple[Any, ...], dict[str, Any], float]]]:
+        pa = pytest.importorskip("pyarrow")
+        floats = [0.1 + 0.2, 3.0, math.nan, math.inf, -math.inf, -0.0, None, 5e-324, 1e20, 1e-7]
+        n = len(floats)
+        table = pa.table(
+            {
+                "region": pa.array(["eu", "us"] * (n // 2)).dictionary_encode(),
+                "id": pa.array(list(range(n // 2)) * 2, pa.int32()),
+                "ts": pa.array(
+                    [1_700_000_000_000_000 + i * 1_000_000 for i in range(n)],
+                    pa.timestamp("us", tz="Europe/Paris"),
+                ),
+                "f": pa.array(floats, pa.float64()),
+                "i": pa.array([i - 3 if i % 4 else None for i in range(n)], pa.int64()),
+                "s": pa.array(
+                    ['q"uote', "back\\slash", "tab\there", "ü✓", "", None, "x", "1", "y", "z"]
+                ),
+                "b": pa.array([True, False, None, True, False, True, None, False, True, True]),
+            }
+        )
+        rows = [
+            (
+                (r["region"], r["id"]),
+                {k: r[k] for k in ("f", "i", "s", "b")},
+                r["ts"].timestamp(),
+            )
+            for r in table.to_pylist()
+        ]
+        return table, rows
+
+    def test_write_table_stores_what_write_batch_stores(self, store: OnlineStore) -> None:
+        table, rows = self._table_rows()
+        args: dict[str, Any] = {
+            "key_columns": ["region", "id"],
+            "timestamp_column": "ts",
+            "feature_columns": ["f", "i", "s", "b"],
+        }
+        assert store.write_table("bulk", table, **args) == table.num_rows
+        store.write_batch("rows", rows)
+        keys = [key for key, _, _ in rows]
+        bulk, single = store.read_batch("bulk", keys), store.read_batch("rows", keys)
+        for got, want in zip(bulk, single, strict=True):
+            assert got is not None and want is not None
+            assert set(got) == set(want)
+            for name in want:
+                a, b = got[name], want[name]
+                assert type(a) is type(b), (name, a, b)
+                if isinstance(b, float) and math.isnan(b):
+                    assert math.isnan(a)
+                elif isinstance(b, float):
+                    assert math.copysign(1.0, a) == math.copysign(1.0, b) and a == b, name
+                else:
+                    assert a == b, name
+
+    def test_write_table_keeps_the_newest_and_the_last_of_equal_times(
+        self, store: OnlineStore
+    ) -> None:
+        pa = pytest.importorskip("pyarrow")
+        table = pa.table(
+            {
+                "k": pa.array(["a", "a", "a", "b"]),
+                "ts": pa.array([20, 10, 20, 5], pa.timestamp("s")),
+                "v": pa.array([1, 2, 3, 4]),
+            }
+        )
+        args: dict[str, Any] = {
+            "key_columns": ["k"],
+            "timestamp_column": "ts",
+            "feature_columns": ["v"],
+        }
+        store.write_table("v", table, **args)
+        assert store.read("v", ("a",)) == {"v": 3}
+        older = pa.table({"k": ["b"], "ts": pa.array([1], pa.timestamp("s")), "v": [9]})
+        assert store.write_table("v", older, **args) == 0
+        assert store.read("v", ("b",)) == {"v": 4}
+
+    def test_write_table_rejects_bad_tables_before_writing(self, store: OnlineStore) -> None:
+        pa = pytest.importorskip("pyarrow")
+        good = {"k": pa.array([1, 2]), "ts": pa.array([1, 2], pa.timestamp("s"))}
+        args: dict[str, Any] = {
+            "key_columns": ["k"],
+            "timestamp_column": "ts",
+            "feature_columns": ["v"],
+        }
+        bad = [
+            pa.table({**good, "v": pa.array([[1], [2]])}),  # lists are not scalars
+            pa.table({**good, "w": pa.array([1, 2])}),  # missing feature column
+            pa.table({"k": [1, None], "ts": good["ts"], "v": [1, 2]}),  # NULL key
+            pa.table({"k": [1, 2], "ts": pa.array([1, None], pa.timestamp("s")), "v": [1, 2]}),
+            pa.table({"k": [1, 2], "ts": [1, 2], "v": [1, 2]}),  # not a timestamp
+        ]
+        for table in bad:
+            with pytest.raises(InvalidInput):
+                store.write_table("v", table, **args)
+        assert store.read_batch("v", [(1,), (2,)]) == [None, None]
+        with pytest.raises(InvalidInput):
+            store.write_table("bad view", pa.table({**good, "v": [1, 2]}), **args)
+
+    def test_read_with_times_returns_the_stored_event_time(self, store: OnlineStore) -> None:
+        store.write_batch(
+            "v", [((1,), {"a": 1, "b": "x"}, 1_700_000_000.25), ((2,), {"a": 2}, 5.0)]
+        )
+        store.write("v", (2,), {"a": 3}, 4.0)  # older: ignored, the time stays 5.0
+        got = store.read_batch_with_times("v", [(2,), (9,), (1,)], ["a"])
+        assert got == [({"a": 2}, 5.0), None, ({"a": 1}, 1_700_000_000.25)]
+        everything = store.read_batch_with_times("v", [(1,)])
+        assert everything == [({"a": 1, "b": "x"}, 1_700_000_000.25)]

@@ -484,24 +484,6 @@ class _RetrievalPlan:
     pinned: bool
     resolved_at: float
 
-    @property
-    def join_keys(self) -> list[str]:
-        keys: list[str] = []
-        for part in self.views:
-            for key in part.view.spec["join_keys"]:
-                if key not in keys:
-                    keys.append(key)
-        return keys
-
-    @property
-    def request_fields(self) -> list[str]:
-        names: list[str] = []
-        for part in self.on_demand:
-            for f in part.view.spec["request"]:
-                if f["name"] not in names:
-                    names.append(f["name"])
-        return names
-
     def lineage_inputs(self) -> list[tuple[str, str]]:
         ids = [(p.view.lineage_artifact_id, "features") for p in self.views]
         ids += [(p.view.lineage_artifact_id, "features") for p in self.on_demand]

@@ -433,16 +433,8 @@ def _plan_source(
 
     # The ASOF inequality compares (timestamp, created, file, row) structs, so the latest row
     # wins and ties resolve in one pass, with no separate deduplication (which costs a window
-    # over the whole source). A NULL created timestamp sorts below every real one.
-    order = [f"'t': {timestamp}"]
-    if source.created_timestamp is not None:
-        created = _utc(source.created_timestamp, types[source.created_timestamp], False)
-        order.append(f"'c': coalesce({created}, '-infinity'::TIMESTAMP)")
-    if relation.startswith("read_parquet("):
-        order.append("'f': CAST(file_index AS BIGINT)")
-        order.append("'r': CAST(file_row_number AS BIGINT)")
-    else:
-        order.append(f"'r': {_quote(_ROW)}")
+    # over the whole source).
+    order = _order_struct(source, relation, types, timestamp)
 
     alias = f"{_PREFIX}s{index}"
     columns = [
@@ -466,6 +458,24 @@ def _plan_source(
         nanoseconds=nanoseconds,
         with_created=source.created_timestamp is not None,
     )
+
+
+def _order_struct(
+    source: FeatureSource, relation: str, types: dict[str, str], timestamp: str
+) -> list[str]:
+    """The fields of the struct that orders a source's rows: (event time, created time, file,
+    row). The greatest is the latest row; a NULL created timestamp sorts below every real one.
+    """
+    order = [f"'t': {timestamp}"]
+    if source.created_timestamp is not None:
+        created = _utc(source.created_timestamp, types[source.created_timestamp], False)
+        order.append(f"'c': coalesce({created}, '-infinity'::TIMESTAMP)")
+    if relation.startswith("read_parquet("):
+        order.append("'f': CAST(file_index AS BIGINT)")
+        order.append("'r': CAST(file_row_number AS BIGINT)")
+    else:
+        order.append(f"'r': {_quote(_ROW)}")
+    return order
 
 
 def _output_names(
@@ -625,15 +635,7 @@ def latest_rows(
         if source.created_timestamp is not None:
             _check_timestamp(what, source.created_timestamp, types)
         timestamp = _utc(source.timestamp, types[source.timestamp], False)
-        order = [f"'t': {timestamp}"]
-        if source.created_timestamp is not None:
-            created = _utc(source.created_timestamp, types[source.created_timestamp], False)
-            order.append(f"'c': coalesce({created}, '-infinity'::TIMESTAMP)")
-        if relation.startswith("read_parquet("):
-            order.append("'f': CAST(file_index AS BIGINT)")
-            order.append("'r': CAST(file_row_number AS BIGINT)")
-        else:
-            order.append(f"'r': {_quote(_ROW)}")
+        order = _order_struct(source, relation, types, timestamp)
         where = [f"{_quote(source.timestamp)} IS NOT NULL"]
         for bound, op in ((start, ">="), (end, "<=")):
             if bound is not None:

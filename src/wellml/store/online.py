@@ -533,23 +533,9 @@ class SQLiteOnlineStore(OnlineStore):
         self, view: str, rows: Sequence[tuple[tuple[Any, ...], Mapping[str, Any], float]]
     ) -> int:
         _check_view(view)
-        params = [(view, key, _dumps_row(vals), ts) for key, vals, ts in _check_rows(rows)]
-        if not params:
-            return 0
-        with self._lock:
-            conn = self._connection()
-            try:
-                # IMMEDIATE takes the write lock up front, so a busy file waits on `timeout`
-                # instead of failing half way through the batch.
-                conn.execute("BEGIN IMMEDIATE")
-                cur = conn.executemany(_SQLITE_UPSERT, params)
-                conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise BackendUnavailable(f"SQLite online store {self.path}: {exc}") from exc
-            # rowcount sums changes over executemany; a skipped (older) upsert changes nothing.
-            return cur.rowcount
+        return self._upsert(
+            [(view, key, _dumps_row(vals), ts) for key, vals, ts in _check_rows(rows)]
+        )
 
     def write_table(
         self,
@@ -577,11 +563,14 @@ class SQLiteOnlineStore(OnlineStore):
         return applied
 
     def _upsert(self, params: list[tuple[str, str, str, float]]) -> int:
+        """Apply encoded rows in one transaction; return how many were applied."""
         if not params:
             return 0
         with self._lock:
             conn = self._connection()
             try:
+                # IMMEDIATE takes the write lock up front, so a busy file waits on `timeout`
+                # instead of failing half way through the batch.
                 conn.execute("BEGIN IMMEDIATE")
                 cur = conn.executemany(_SQLITE_UPSERT, params)
                 conn.execute("COMMIT")
@@ -589,6 +578,7 @@ class SQLiteOnlineStore(OnlineStore):
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise BackendUnavailable(f"SQLite online store {self.path}: {exc}") from exc
+            # rowcount sums changes over executemany; a skipped (older) upsert changes nothing.
             return cur.rowcount
 
     def _fetch(

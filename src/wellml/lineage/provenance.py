@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -34,8 +35,17 @@ class Environment:
 
 def _git(args: list[str], cwd: Path) -> str | None:
     try:
+        # `git status` refreshes the index and takes its lock unless told not to; reading the
+        # state must never block a user's own git command in the same repository.
+        env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}
         out = subprocess.run(
-            ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10, check=False
+            ["git", *args],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+            env=env,
         )
     except (OSError, subprocess.TimeoutExpired):
         return None

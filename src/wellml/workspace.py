@@ -23,6 +23,7 @@ from wellml.store.artifacts import ArtifactStore
 from wellml.store.metadata import MetadataStore
 
 if TYPE_CHECKING:
+    from wellml.clarify.service import Clarify
     from wellml.data.catalog import Catalog
     from wellml.features.service import FeatureStore
     from wellml.lens.engine import LensReviewer
@@ -37,7 +38,8 @@ class Workspace:
     """A wellml project: ``wellml.yaml`` plus its metadata and artifact stores.
 
     Services are created on first use: ``ws.data``, ``ws.tracking``, ``ws.registry``,
-    ``ws.features``, ``ws.endpoints``, ``ws.monitoring``, ``ws.lineage`` and ``ws.lens``.
+    ``ws.features``, ``ws.endpoints``, ``ws.monitoring``, ``ws.pipelines``, ``ws.clarify``,
+    ``ws.lineage`` and ``ws.lens``.
     """
 
     def __init__(self, root: Path, spec: ProjectSpec) -> None:
@@ -174,6 +176,13 @@ class Workspace:
         from wellml.pipelines.service import Pipelines
 
         return Pipelines(self)
+
+    @functools.cached_property
+    def clarify(self) -> Clarify:
+        """Bias and explanation reports."""
+        from wellml.clarify.service import Clarify
+
+        return Clarify(self)
 
     @functools.cached_property
     def lens(self) -> LensReviewer:

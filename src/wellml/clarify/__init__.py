@@ -20,7 +20,17 @@ from wellml.clarify.bias import (
     posttraining_bias,
     pretraining_bias,
 )
+from wellml.clarify.explain import (
+    ExplainInputError,
+    Explanation,
+    PartialDependence,
+    ShapExplainer,
+    baseline_rows,
+    explain,
+    partial_dependence,
+)
 from wellml.clarify.report import BiasMetric, BiasReport, FacetBias, bias_analysis
+from wellml.clarify.service import Clarify, ClarifyReport, ReportInfo, render_html
 
 __all__ = [
     "POSTTRAINING_METHODS",
@@ -28,14 +38,25 @@ __all__ = [
     "BiasInputError",
     "BiasMetric",
     "BiasReport",
+    "Clarify",
+    "ClarifyReport",
+    "ExplainInputError",
+    "Explanation",
     "FacetBias",
     "Model",
+    "PartialDependence",
     "PosttrainingBias",
     "Predictor",
     "PretrainingBias",
+    "ReportInfo",
+    "ShapExplainer",
     "Threshold",
     "ValuesOrThreshold",
+    "baseline_rows",
     "bias_analysis",
+    "explain",
+    "partial_dependence",
     "posttraining_bias",
     "pretraining_bias",
+    "render_html",
 ]

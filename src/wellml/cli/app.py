@@ -10,6 +10,7 @@ import typer
 from rich.markup import escape
 
 from wellml.cli import (
+    clarify,
     data,
     demo,
     endpoints,
@@ -71,6 +72,7 @@ app.add_typer(lineage.app, name="lineage")
 app.add_typer(pipelines.app, name="pipelines")
 app.add_typer(endpoints.app, name="endpoints")
 app.add_typer(monitor.app, name="monitor")
+app.add_typer(clarify.app, name="clarify")
 app.add_typer(lens.app, name="lens")
 app.command("demo")(demo.demo)
 

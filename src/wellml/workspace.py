@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from wellml.registry.service import Registry
     from wellml.serving.service import Endpoints
     from wellml.tracking.service import Tracking
+    from wellml.tuning.service import Tuning
 
 
 class Workspace:
@@ -176,6 +177,13 @@ class Workspace:
         from wellml.pipelines.service import Pipelines
 
         return Pipelines(self)
+
+    @functools.cached_property
+    def tuning(self) -> Tuning:
+        """Hyperparameter tuning and AutoML."""
+        from wellml.tuning.service import Tuning
+
+        return Tuning(self)
 
     @functools.cached_property
     def clarify(self) -> Clarify:

@@ -115,3 +115,17 @@ def test_training_set_comes_from_the_feature_store_and_the_endpoint_reads_it_onl
         "features", "get", "churn-model", "-e", "customer_id=C000001", "-f", "json", cwd=ws
     )
     assert online[0]["customer_id"] == "C000001" and online[0]["monthly_charges"] is not None
+
+
+def test_clarify_retraining_and_the_four_monitors_ran(demo: tuple[Path, dict[str, Any]]) -> None:
+    ws, result = demo
+    assert result["clarify"]["top_features"]
+    model = wellml("models", "show", "churn@2", "--format", "json", cwd=ws)
+    assert model["card"]["explanations"]["global_mean_abs_shap"]
+    assert (ws / "bias-report.html").is_file() and (ws / "shap-report.html").is_file()
+    retraining = result["retraining"]
+    assert retraining["triggers"] == 1 and retraining["first_run"] in ("completed", "blocked")
+    # The second run of the same pipeline on the same data reuses every finished step.
+    assert "completed" not in retraining["second_counts"]
+    assert retraining["second_counts"].get("cached", 0) >= 6
+    assert set(result["monitors"]) == {"data_quality", "model_quality", "bias_drift"}

@@ -525,3 +525,16 @@ def test_a_test_given_data_of_the_wrong_kind_raises():
             pd.DataFrame({"x": [1.0, 2.5]}),
             numeric_tests=[ChiSquare()],
         )
+
+
+def test_ks_on_large_tied_samples_equals_scipy_without_resorting() -> None:
+    rng = _rng(11)
+    ref = rng.integers(0, 40, 30_000).astype(float)
+    cur = rng.integers(1, 41, 25_000).astype(float)
+
+    result = KolmogorovSmirnov().compute(ref, cur)
+
+    expected = stats.ks_2samp(ref, cur)
+    assert result.statistic == expected.statistic
+    assert result.p_value == expected.pvalue
+    assert result.details["statistic_location"] == expected.statistic_location

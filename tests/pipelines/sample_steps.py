@@ -342,3 +342,18 @@ def broken_condition(value: float = 1.0) -> None:
     s = score(value)
     with when(s, lambda v: v["missing"], "looks up a key a float does not have"):
         always(s)
+
+
+# --- scheduled pipelines -----------------------------------------------------------------------
+
+
+@step(cache=False)
+def note_dataset(dataset: str, marker_dir: str) -> str:
+    tick(marker_dir, f"dataset-{dataset}")
+    return dataset
+
+
+@pipeline
+def on_data(marker_dir: str, dataset: str = "none") -> None:
+    """note_dataset, never cached: one marker line per run and dataset version."""
+    note_dataset(dataset, marker_dir)

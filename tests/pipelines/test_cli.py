@@ -122,3 +122,56 @@ def test_resume_continues_a_run(
     resumed = json.loads(out)
     assert resumed["resumed_from"] == first.id
     assert [st["status"] for st in resumed["steps"]] == ["cached"] * 3
+
+
+def test_schedule_trigger_scheduler_and_unschedule(
+    workspace: Workspace, markers: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import pandas as pd
+
+    ws = str(workspace.root)
+    on_data = "tests.pipelines.sample_steps:on_data"
+    workspace.data.register("events", pd.DataFrame({"a": [1]}))
+    code, out, _ = cli(
+        capsys, "-w", ws, "pipelines", "schedule", on_data, "--cron", "0 3 * * *",
+        "-p", f"marker_dir={markers}", "--name", "nightly", "-f", "json",
+    )  # fmt: skip
+    assert code == 0
+    made = json.loads(out)
+    assert made["kind"] == "cron" and made["params"] == {"marker_dir": str(markers)}
+    assert made["next_at"] > 0
+    code, _, err = cli(
+        capsys, "-w", ws, "pipelines", "trigger", on_data, "--on-dataset", "events",
+        "--dataset-param", "dataset", "-p", f"marker_dir={markers}", "--name", "on-events",
+    )  # fmt: skip
+    assert code == 0 and "each new version of dataset 'events'" in " ".join(err.split())
+
+    code, out, _ = cli(capsys, "-w", ws, "pipelines", "list", "--schedules", "-f", "json")
+    assert [s["name"] for s in json.loads(out)] == ["nightly", "on-events"]
+    code, out, _ = cli(capsys, "-w", ws, "pipelines", "list", "--schedules")
+    assert code == 0 and "0 3 * * *" in out and "on-events" in out
+
+    code, _, err = cli(capsys, "-w", ws, "pipelines", "scheduler", "--once")
+    assert code == 0 and "nothing was due" in err
+    workspace.data.register("events", pd.DataFrame({"a": [2]}))
+    code, out, _ = cli(capsys, "-w", ws, "pipelines", "scheduler", "--once", "-f", "json")
+    fired = json.loads(out)
+    assert [(f["schedule"], f["key"], f["status"]) for f in fired] == [
+        ("on-events", "events@2", "completed")
+    ]
+    assert executions(markers, "dataset-events@2") == 1
+
+    code, out, _ = cli(capsys, "-w", ws, "pipelines", "show", "on-events", "-f", "json")
+    shown = json.loads(out)
+    assert (
+        shown["cursor"] == 2
+        and shown["firings"][0]["pipeline_run_id"] == fired[0]["pipeline_run_id"]
+    )
+    code, out, _ = cli(capsys, "-w", ws, "pipelines", "show", "on-events")
+    assert code == 0 and "events@2" in out
+
+    code, _, err = cli(capsys, "-w", ws, "pipelines", "unschedule", "on-events")
+    assert code == 0 and "disabled" in err
+    code, _, err = cli(capsys, "-w", ws, "pipelines", "schedule", on_data, "--cron", "soon")
+    assert code == 1 and "invalid cron expression" in " ".join(err.split())
+    assert "Traceback" not in err

@@ -131,6 +131,36 @@ class TestRedisOnline(OnlineStoreContract):
             client.close()
         assert stored == {"__ts": "12.5", "a": "d1.5", "b": "sx"}
 
+    def test_write_table_writes_the_same_layout(
+        self, store: RedisOnlineStore, redis_url: str
+    ) -> None:
+        import pyarrow as pa
+        import redis
+
+        table = pa.table(
+            {
+                "u": ["u"],
+                "n": [1],
+                "ts": pa.array([12_500], pa.timestamp("ms")),
+                "a": [1.5],
+                "b": ['x"y'],
+                "c": pa.array([None], pa.int64()),
+            }
+        )
+        store.write_table(
+            "v",
+            table,
+            key_columns=["u", "n"],
+            timestamp_column="ts",
+            feature_columns=["a", "b", "c"],
+        )
+        client = redis.Redis.from_url(redis_url, decode_responses=True)
+        try:
+            stored = client.hgetall(f'{store.prefix}:v:["u",1]')
+        finally:
+            client.close()
+        assert stored == {"__ts": "12.5", "a": "d1.5", "b": 'sx"y', "c": "N"}
+
     def test_open_online_store_takes_a_prefix(self, redis_url: str) -> None:
         prefix = f"wellml-test-{uuid.uuid4().hex[:12]}"
         store = open_online_store(f"{redis_url}?prefix={prefix}")

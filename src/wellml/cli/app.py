@@ -10,6 +10,7 @@ import typer
 from rich.markup import escape
 
 from wellml.cli import (
+    automl,
     clarify,
     data,
     demo,
@@ -75,6 +76,7 @@ app.add_typer(monitor.app, name="monitor")
 app.add_typer(clarify.app, name="clarify")
 app.add_typer(lens.app, name="lens")
 app.command("demo")(demo.demo)
+app.command("automl")(automl.automl)
 
 
 def main(argv: list[str] | None = None) -> int:

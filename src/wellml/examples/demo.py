@@ -21,13 +21,23 @@ import yaml
 from wellml.errors import AlreadyExists
 from wellml.examples import churn
 from wellml.lens.engine import render
+from wellml.serving import DeploymentPolicy, ErrorRateAlarm, LatencyAlarm
 from wellml.workspace import Workspace
 
 ENDPOINT = "churn"
 MODEL = "churn"
 CONSUMER = "churn-app"
 FEATURE_VIEW = "customer-profile"
+RETRAIN_PIPELINE = "wellml.examples.churn_pipeline:retrain"
 FEATURE_SERVICE = "churn-model"
+# Every model update reaches traffic by canary: 10% for a 3-second bake, then the rest, rolled
+# back by itself if errors or latency break their limits.
+ROLLOUT = DeploymentPolicy(
+    strategy="canary",
+    canary_percent=10,
+    bake_seconds=3,
+    alarms=(ErrorRateAlarm(max_rate=0.02, min_requests=20), LatencyAlarm(p99_ms=2000)),
+)
 
 SPEC: dict[str, Any] = {
     "name": "churn",
@@ -118,6 +128,9 @@ class DemoResult:
     drift_shifted: list[str] = field(default_factory=list)
     review_counts: dict[str, int] = field(default_factory=dict)
     features: dict[str, Any] = field(default_factory=dict)
+    clarify: dict[str, Any] = field(default_factory=dict)
+    retraining: dict[str, Any] = field(default_factory=dict)
+    monitors: dict[str, Any] = field(default_factory=dict)
     outputs: dict[str, str] = field(default_factory=dict)
 
 
@@ -190,13 +203,28 @@ def _send(
     token: str,
     batch: int = 50,
     columns: tuple[str, ...] = churn.FEATURES,
+    truth: list[dict[str, Any]] | None = None,
 ) -> int:
-    """Send rows to the endpoint in batches; return how many answers came back."""
+    """Send rows to the endpoint in batches; return how many answers came back.
+
+    With ``truth``, each request gets an inference id and the rows' true outcomes are
+    collected under it, as an application that learns them later would keep them.
+    """
+    import uuid
+
     n = 0
     records = frame[list(columns)].astype(object).where(frame.notna(), None)
     for start in range(0, len(records), batch):
         rows = records.iloc[start : start + batch].to_dict(orient="records")
-        n += len(ws.endpoints.invoke(ENDPOINT, rows, token=token)["predictions"])
+        inference_id = uuid.uuid4().hex
+        answer = ws.endpoints.invoke(ENDPOINT, rows, token=token, inference_id=inference_id)
+        n += len(answer["predictions"])
+        if truth is not None:
+            labels = frame[churn.TARGET].iloc[start : start + batch]
+            truth.extend(
+                {"inference_id": inference_id, "row": i, "label": int(label)}
+                for i, label in enumerate(labels)
+            )
     return n
 
 
@@ -380,14 +408,84 @@ def _run(
         name=ENDPOINT,
         capture_percent=100,
         feature_service=FEATURE_SERVICE,
+        policy=ROLLOUT,
     )
     try:
         result.endpoint_url = running.url
         token = ws.endpoints.issue_token(ENDPOINT, CONSUMER).secret
-        ws.monitoring.create_monitor(ENDPOINT, schedule="@hourly")
+        retrain_params = {
+            "workspace": str(ws.root),
+            "train_dataset": train.ref,
+            "validation_dataset": val.ref,
+            "trials": 3,
+            "sample_rows": 2000,
+        }
+        ws.monitoring.create_monitor(
+            ENDPOINT,
+            schedule="@hourly",
+            alert_route={"retrain": {"pipeline": RETRAIN_PIPELINE, "params": retrain_params}},
+        )
 
-        say("send held-out traffic (customer ids only) and check for drift")
-        sent = _send(ws, heldout.head(traffic_rows), token, columns=(churn.ID_COLUMN,))
+        say("refit the best candidate on training + validation data; roll it out by canary")
+        final = _pipeline(_candidates()[record.name]).fit(
+            pd.concat([X_tr, X_va]), pd.concat([y_tr, y_va])
+        )
+        say("explain the model (SHAP) and measure bias on a facet (Clarify)")
+        shap = ws.clarify.explain(
+            mv.ref,
+            val,
+            rows=25,
+            n_samples=64,
+            n_clusters=5,
+            partial_dependence=2,
+            grid_resolution=10,
+            html=ws.root / "shap-report.html",
+        )
+        global_shap = shap.document["analysis"]["explanations"]["kernel_shap"]
+        top_features = dict(
+            list(next(iter(global_shap.values()))["global_shap_values"].items())[:6]
+        )
+        explanations: dict[str, Any] = {
+            "method": "SHAP with a Clarify-style k-means baseline",
+            "report": shap.id,
+            "of": f"{mv.ref}, the same algorithm fitted on the training split",
+            "rows_explained": 25,
+            "global_mean_abs_shap": top_features,
+        }
+        mv2 = ws.registry.register(
+            MODEL,
+            final,
+            X=X_tr,
+            y=y_tr,
+            run=best_run,
+            card={
+                **card,
+                "selection": f"{card['selection']}; refit on training + validation",
+                "explanations": explanations,
+            },
+            metrics=val_metrics,
+            owner="ml-lead",
+            description="Churn risk classifier, refit on training + validation data",
+        )
+        ws.registry.approve(mv2.ref, by="risk-officer", reason="same algorithm, more data")
+        bias = ws.clarify.bias(
+            val,
+            label=churn.TARGET,
+            label_values_or_threshold=[1],
+            facet="senior",
+            facet_values_or_threshold=[1],
+            model=mv2.ref,
+            html=ws.root / "bias-report.html",
+        )
+        result.clarify = {
+            "bias_report": bias.id,
+            "top_features": list(top_features),
+        }
+        sent = _roll_out(ws, mv2.ref, heldout.head(traffic_rows), token)
+        ws.registry.set_alias(MODEL, "production", mv2.version)
+        result.model_version = mv2.ref
+
+        say("check the held-out traffic (customer ids only) for drift")
         _wait_for_capture(ws, sent)
         first = ws.monitoring.run(ENDPOINT)
         result.drift_heldout = first.drifted_features
@@ -395,10 +493,17 @@ def _run(
         say("send drifted traffic and check for drift")
         drifted = churn.generate_churn_drifted(traffic_rows)
         # New customers, not in the online store yet: the app sends their whole feature row.
-        sent = _send(ws, drifted, token, columns=(churn.ID_COLUMN, *churn.FEATURES))
+        truth: list[dict[str, Any]] = []
+        sent = _send(ws, drifted, token, columns=(churn.ID_COLUMN, *churn.FEATURES), truth=truth)
         _wait_for_capture(ws, sent)
         second = ws.monitoring.run(ENDPOINT)
         result.drift_shifted = second.drifted_features
+
+        say("drift alert: run the retraining pipeline it asked for (tuning inside)")
+        result.retraining = _retrain(ws, retrain_params)
+
+        say("join ground truth; run data-quality, model-quality and bias-drift monitors")
+        result.monitors = _other_monitors(ws, truth)
 
         say("review the workload against the ML Lens")
         review = ws.lens.review()
@@ -423,6 +528,66 @@ def _run(
         + f" (again: wellml data check {customers.ref} --rules {rules_file.name})",
     }
     return result
+
+
+def _roll_out(ws: Workspace, model_ref: str, heldout: pd.DataFrame, token: str) -> int:
+    """Update the endpoint to ``model_ref`` by canary while held-out traffic (customer ids
+    only) keeps flowing; return the rows sent.
+
+    Raises:
+        RuntimeError: the rollout did not complete (it rolled back).
+    """
+    dep = ws.endpoints.update(ENDPOINT, model=model_ref, wait=False)
+    sent = 0
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        sent += _send(ws, heldout, token, columns=(churn.ID_COLUMN,))
+        dep = ws.endpoints.deployment(dep["id"])
+        if dep["outcome"] not in ("pending", "in-progress"):
+            break
+    if dep["outcome"] != "completed":
+        raise RuntimeError(f"the canary of {model_ref} {dep['outcome']}: {dep.get('reason')}")
+    return sent
+
+
+def _retrain(ws: Workspace, params: dict[str, Any]) -> dict[str, Any]:
+    """Run the retraining the drift alert asked for, then the same pipeline again: every step
+    is cached the second time, since nothing it reads has changed."""
+    pending = ws.monitoring.retrain_triggers("pending")
+    outcomes = ws.monitoring.dispatch_retraining()
+    again = ws.pipelines.run(RETRAIN_PIPELINE, params=params, raise_on_failure=False)
+    first = (
+        ws.pipelines.get(outcomes[0]["pipeline_run"])
+        if outcomes and "pipeline_run" in outcomes[0]
+        else None
+    )
+    return {
+        "triggers": len(pending),
+        "first_run": first.status if first else None,
+        "first_counts": first.counts() if first else {},
+        "second_counts": again.counts(),
+    }
+
+
+def _other_monitors(ws: Workspace, truth: list[dict[str, Any]]) -> dict[str, Any]:
+    """Store the true outcomes of the requests sent (joined by inference id to the captured
+    traffic), then run the data-quality, model-quality and bias-drift monitors."""
+    ws.monitoring.ingest_ground_truth(ENDPOINT, pd.DataFrame(truth))
+    outcome = {}
+    for kind, options in (
+        ("data_quality", None),
+        ("model_quality", None),
+        (
+            "bias_drift",
+            {"facet": "senior", "facet_values_or_threshold": [1], "baseline_label": churn.TARGET},
+        ),
+    ):
+        monitor = ws.monitoring.create_monitor(
+            ENDPOINT, kind=kind, schedule="@daily", options=options
+        )
+        execution = ws.monitoring.run_monitor(monitor["name"], all_captured=True)
+        outcome[kind] = {"status": execution.status, "violations": len(execution.violations)}
+    return outcome
 
 
 def _wait_for_capture(ws: Workspace, rows: int, timeout: float = 20.0) -> None:

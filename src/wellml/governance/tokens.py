@@ -1,8 +1,10 @@
-"""Access tokens: issued per consumer, scoped, expiring, revocable; only hashes are stored."""
+"""Access tokens: issued per consumer, scoped, expiring, revocable, optionally rate-limited;
+only hashes are stored."""
 
 from __future__ import annotations
 
 import hashlib
+import math
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +27,7 @@ class IssuedToken:
     scopes: tuple[str, ...]
     expires_at: float | None
     secret: str
+    rate_limit: dict[str, Any] | None = None  # {"rate": requests a second, "burst": n}
 
 
 def _hash(secret: str) -> str:
@@ -37,11 +40,16 @@ def issue_token(
     scopes: list[str],
     *,
     ttl_days: float | None = DEFAULT_TTL_DAYS,
+    rate_limit: tuple[float, int | None] | None = None,
 ) -> IssuedToken:
     """Issue a token for ``principal`` with ``scopes`` such as ``invoke:churn``.
 
+    Args:
+        rate_limit: ``(requests per second, burst)`` for this token; None leaves the limit to
+            each endpoint's configuration.
+
     Raises:
-        InvalidInput: a bad principal name, no scopes, or a wildcard scope.
+        InvalidInput: a bad principal name, no scopes, a wildcard scope or a bad rate limit.
     """
     check_name(principal, "principal")
     if not scopes:
@@ -50,6 +58,12 @@ def issue_token(
         action, _, target = scope.partition(":")
         if not action or not target or "*" in scope:
             raise InvalidInput(f"invalid scope {scope!r}: write ACTION:NAME, no wildcards")
+    limit = None
+    if rate_limit is not None:
+        rate, burst = rate_limit
+        if not (rate > 0 and math.isfinite(rate)) or (burst is not None and burst < 1):
+            raise InvalidInput("a rate limit needs requests per second > 0 and a burst >= 1")
+        limit = {"rate": float(rate), "burst": burst}
     secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
     tid = new_id()
     expires = None if ttl_days is None else now() + ttl_days * 86400
@@ -65,9 +79,10 @@ def issue_token(
                 "expires_at": expires,
                 "revoked_at": None,
                 "last_used_at": None,
+                "rate_limit": limit,
             },
         )
-    return IssuedToken(tid, principal, tuple(scopes), expires, secret)
+    return IssuedToken(tid, principal, tuple(scopes), expires, secret, limit)
 
 
 def authenticate(store: MetadataStore, secret: str | None, scope: str) -> dict[str, Any]:

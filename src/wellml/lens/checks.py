@@ -447,7 +447,11 @@ def recoverable_endpoint(ev: Evidence) -> CheckOutcome:
         if not deps:
             problems.append("no configuration history")
         window = ev.now - ev.threshold("MLREL-13.rollback_days", 180) * DAY
-        if not any(d["origin"] == "rollback" and d["started_at"] >= window for d in deps):
+        if not any(
+            (d["origin"] in ("rollback", "rollback-drill") or d["outcome"] == "rolled-back")
+            and d["started_at"] >= window
+            for d in deps
+        ):
             problems.append("no rollback or rollback drill in 180 days")
         if problems:
             failing[ref] = ", ".join(problems)

@@ -50,14 +50,13 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import pandas as pd
 from pandas.api import types as ptypes
-from scipy import stats
-from scipy.spatial import distance
-from scipy.stats import contingency
 
 from wellml.errors import InvalidInput
 
 __all__ = [
+    "DISPLAY_BINS",
     "PSI",
+    "AutoSelection",
     "ChiSquare",
     "DriftInputError",
     "DriftReport",
@@ -277,7 +276,26 @@ def _categorical_sample(feature: str, series: pd.Series, side: str) -> _Categori
     # give the chi-square table all-zero columns.
     counts = counts[counts > 0]
     counts.index = pd.Index(counts.index.to_numpy(dtype=object), dtype=object)
-    return _CategoricalSample(counts.astype(np.int64), int(series.isna().sum()))
+    counts = counts.astype(np.int64)
+    # The counts cover exactly the non-null values; no second pass to count the nulls.
+    sample = _CategoricalSample(counts, len(series) - int(counts.sum()))
+    if sample.present == 0:
+        _only_missing(feature, side, len(series))
+    return sample
+
+
+def _only_missing(feature: str, side: str, rows: int) -> None:
+    raise DriftInputError(
+        f"feature {feature!r}: the {side} data holds only missing values ({rows} rows)"
+    )
+
+
+def _numbers(feature: str, series: pd.Series, side: str) -> np.ndarray:
+    """:func:`_to_float`, refusing a column with no value at all."""
+    values = _to_float(feature, series, side)
+    if np.isnan(values).all():
+        _only_missing(feature, side, len(values))
+    return values
 
 
 def _code_counts(values: np.ndarray) -> _CategoricalSample:
@@ -317,18 +335,13 @@ def _prepare(
     for side, series in (("reference", reference), ("current", current)):
         if len(series) == 0:
             raise DriftInputError(f"feature {feature!r}: the {side} data is empty")
-        if not series.notna().any():
-            raise DriftInputError(
-                f"feature {feature!r}: the {side} data holds only missing values "
-                f"({len(series)} rows)"
-            )
     if kind is None:
         # The reference defines the schema, as a Model Monitor baseline does.
         _check_supported(feature, reference)
         kind = CATEGORICAL if _is_categorical_dtype(reference.dtype) else NUMERIC
         if kind == NUMERIC:
-            ref_values = _to_float(feature, reference, "reference")
-            cur_values = _to_float(feature, current, "current")
+            ref_values = _numbers(feature, reference, "reference")
+            cur_values = _numbers(feature, current, "current")
             if _is_code_column(ref_values, cur_values):
                 return CATEGORICAL, _code_counts(ref_values), _code_counts(cur_values)
             return NUMERIC, _numeric_sample(ref_values), _numeric_sample(cur_values)
@@ -337,8 +350,8 @@ def _prepare(
             _check_supported(feature, series)
         return (
             NUMERIC,
-            _numeric_sample(_to_float(feature, reference, "reference")),
-            _numeric_sample(_to_float(feature, current, "current")),
+            _numeric_sample(_numbers(feature, reference, "reference")),
+            _numeric_sample(_numbers(feature, current, "current")),
         )
     if kind == CATEGORICAL:
         return (
@@ -559,7 +572,8 @@ class KolmogorovSmirnov(DriftTest):
     """Two-sample Kolmogorov–Smirnov test on the non-null values of a numeric feature.
 
     The statistic and p-value are exactly :func:`scipy.stats.ks_2samp`'s (two-sided, default
-    ``method="auto"``: exact up to 10,000 values per sample, asymptotic beyond). Drift is
+    ``method="auto"``: exact up to 10,000 values per sample, asymptotic beyond; the asymptotic
+    case is computed from the already sorted samples, see :func:`_ks_sorted`). Drift is
     declared when ``p < alpha`` **and** ``statistic >= min_statistic``. The statistic is the
     largest gap between the two empirical CDFs, so the floor reads as "at some value, at least
     10 % of one sample sits on a different side than in the other"; without it, huge windows
@@ -584,12 +598,7 @@ class KolmogorovSmirnov(DriftTest):
 
     def _compute(self, feature: str, kind: str, ref: _Sample, cur: _Sample) -> FeatureDrift:
         assert isinstance(ref, _NumericSample) and isinstance(cur, _NumericSample)
-        with warnings.catch_warnings():
-            # scipy falls back from the exact to the asymptotic p-value on some size pairs and
-            # says so with a RuntimeWarning; the fallback is its documented behaviour.
-            warnings.simplefilter("ignore", RuntimeWarning)
-            res = stats.ks_2samp(ref.values, cur.values)
-        statistic, p_value = float(res.statistic), float(res.pvalue)
+        statistic, p_value, location = _ks_sorted(ref.values, cur.values)
         return self._result(
             feature,
             kind,
@@ -601,7 +610,7 @@ class KolmogorovSmirnov(DriftTest):
             drifted=p_value < self.alpha and statistic >= self.min_statistic,
             details={
                 "min_statistic": self.min_statistic,
-                "statistic_location": float(res.statistic_location),
+                "statistic_location": location,
             },
         )
 
@@ -640,11 +649,12 @@ class ChiSquare(DriftTest):
         assert isinstance(ref, _CategoricalSample) and isinstance(cur, _CategoricalSample)
         index, ref_counts, cur_counts = _aligned_counts(ref, cur)
         table = np.vstack([ref_counts, cur_counts])
+        stats = _scipy_stats()
         res = stats.chi2_contingency(table)
         statistic, p_value = float(res.statistic), float(res.pvalue)
         # Cramér's V is undefined (0/0) with one category; nothing can have shifted then.
         cramers_v = (
-            float(contingency.association(table, method="cramer")) if len(index) > 1 else 0.0
+            float(stats.contingency.association(table, method="cramer")) if len(index) > 1 else 0.0
         )
         return self._result(
             feature,
@@ -727,9 +737,14 @@ class JensenShannon(DriftTest):
     :func:`scipy.spatial.distance.jensenshannon` of the two count vectors with ``base=2``.
     Drift is declared when the distance is ``>= threshold``.
 
+    With ``base=math.e`` the distance is SciPy's default (natural logarithm), the one
+    Evidently compares with its 0.1 threshold; in base 2 the same pair of distributions is
+    ``1 / sqrt(ln 2) ≈ 1.2`` times further apart.
+
     Args:
         bins: Number of quantile bins for numeric features, at least 2.
         threshold: Distance at or above which the feature has drifted, in [0, 1].
+        base: Logarithm base of the underlying divergence, > 1.
 
     Raises:
         DriftInputError: a parameter out of range.
@@ -738,15 +753,18 @@ class JensenShannon(DriftTest):
     method = "jensen_shannon"
     kinds = frozenset({NUMERIC, CATEGORICAL})
 
-    def __init__(self, *, bins: int = 10, threshold: float = 0.1) -> None:
+    def __init__(self, *, bins: int = 10, threshold: float = 0.1, base: float = 2.0) -> None:
         _check_bins(bins)
         _check_non_negative("threshold", threshold)
+        if not (_is_number(base) and math.isfinite(base) and base > 1):
+            raise DriftInputError(f"base must be a finite number > 1, not {base!r}")
         self.bins = bins
         self.threshold = threshold
+        self.base = base
 
     def _compute(self, feature: str, kind: str, ref: _Sample, cur: _Sample) -> FeatureDrift:
         ref_counts, cur_counts, details = _histograms(ref, cur, self.bins)
-        js = float(distance.jensenshannon(ref_counts, cur_counts, base=2))
+        js = _jensen_shannon(ref_counts, cur_counts, self.base)
         return self._result(
             feature,
             kind,
@@ -763,7 +781,9 @@ class JensenShannon(DriftTest):
 class Wasserstein(DriftTest):
     """Earth mover's distance between the two samples, in reference standard deviations.
 
-    The raw distance is :func:`scipy.stats.wasserstein_distance` of the non-null values; it is
+    The raw distance is :func:`scipy.stats.wasserstein_distance` of the non-null values,
+    computed from the already sorted samples as the area between the two quantile functions
+    (one pass over both, no further sort); it is
     divided by the reference's population standard deviation (``ddof=0``) so that one threshold
     fits features of any unit: 0.1 means the mass moved one tenth of a standard deviation on
     average. A constant reference has no spread, so the pooled standard deviation of both
@@ -786,7 +806,7 @@ class Wasserstein(DriftTest):
 
     def _compute(self, feature: str, kind: str, ref: _Sample, cur: _Sample) -> FeatureDrift:
         assert isinstance(ref, _NumericSample) and isinstance(cur, _NumericSample)
-        raw = float(stats.wasserstein_distance(ref.values, cur.values))
+        raw = _wasserstein_sorted(ref.values, cur.values)
         scale = float(np.std(ref.values))
         scaled_by = "reference_std"
         if scale == 0.0:
@@ -804,6 +824,240 @@ class Wasserstein(DriftTest):
             drifted=statistic >= self.threshold,
             details={"distance": raw, "scale": scale, "scaled_by": scaled_by},
         )
+
+
+def _scipy_stats() -> Any:
+    """``scipy.stats``, imported on first use: the distances need none of it, and it is the
+    largest part of this module's memory (about 60 MiB)."""
+    from scipy import stats
+
+    return stats
+
+
+# Above this many values in the larger sample scipy's ks_2samp uses the asymptotic p-value.
+_KS_EXACT_MAX = 10_000
+
+
+def _ks_sorted(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
+    """:func:`scipy.stats.ks_2samp` (two-sided, ``method="auto"``) of two sorted samples.
+
+    Small samples go to SciPy, whose exact p-value this does not repeat. Large ones follow
+    SciPy's steps exactly (the same statistic, location and asymptotic p-value) without its
+    two sorts of data that is already sorted, which are most of its time at a million rows.
+
+    Returns:
+        ``(statistic, p_value, statistic_location)``.
+    """
+    stats = _scipy_stats()
+    n1, n2 = len(a), len(b)
+    if max(n1, n2) <= _KS_EXACT_MAX:
+        with warnings.catch_warnings():
+            # scipy falls back from the exact to the asymptotic p-value on some size pairs and
+            # says so with a RuntimeWarning; the fallback is its documented behaviour.
+            warnings.simplefilter("ignore", RuntimeWarning)
+            res = stats.ks_2samp(a, b)
+        return float(res.statistic), float(res.pvalue), float(res.statistic_location)
+    data_all = np.concatenate([a, b])
+    cddiffs = np.searchsorted(a, data_all, side="right") / n1
+    cddiffs -= np.searchsorted(b, data_all, side="right") / n2
+    arg_min = int(np.argmin(cddiffs))
+    arg_max = int(np.argmax(cddiffs))
+    min_s = float(np.clip(-cddiffs[arg_min], 0, 1))
+    max_s = float(cddiffs[arg_max])
+    if min_s > max_s:
+        d, location = min_s, float(data_all[arg_min])
+    else:
+        d, location = max_s, float(data_all[arg_max])
+    m, n = sorted([float(n1), float(n2)], reverse=True)
+    en = m * n / (m + n)
+    p_value = float(np.clip(stats.distributions.kstwo.sf(d, np.round(en)), 0, 1))
+    return d, p_value, location
+
+
+def _jensen_shannon(p: np.ndarray, q: np.ndarray, base: float) -> float:
+    """:func:`scipy.spatial.distance.jensenshannon` of two count vectors, in NumPy alone."""
+    p = np.asarray(p, dtype=np.float64)
+    q = np.asarray(q, dtype=np.float64)
+    p = p / p.sum()
+    q = q / q.sum()
+    m = (p + q) / 2.0
+
+    def rel_entr(x: np.ndarray) -> float:
+        inside = x > 0
+        return float(np.sum(x[inside] * np.log(x[inside] / m[inside])))
+
+    divergence = (rel_entr(p) + rel_entr(q)) / 2.0 / math.log(base)
+    return math.sqrt(max(divergence, 0.0))
+
+
+def _wasserstein_sorted(u: np.ndarray, v: np.ndarray) -> float:
+    """The 1-Wasserstein distance of two sorted samples: ``∫₀¹ |Q_u(t) − Q_v(t)| dt``.
+
+    In one dimension this equals the area between the two CDFs, which is what
+    :func:`scipy.stats.wasserstein_distance` integrates. The quantile functions are step
+    functions that change at ``i/n`` and ``j/m``; the merged order of those breakpoints follows
+    from integer arithmetic, so no sort is needed.
+    """
+    n, m = len(u), len(v)
+    if n == m:
+        gaps = u - v
+        np.abs(gaps, out=gaps)
+        return float(gaps.mean())
+    i = np.arange(1, n + 1, dtype=np.int64)
+    j = np.arange(1, m + 1, dtype=np.int64)
+    # Breakpoint i/n comes after the j/m strictly below it; j/m after the i/n at or below it.
+    pos_u = (i - 1) + (i * m - 1) // n
+    pos_v = (j - 1) + (j * n) // m
+    total = n + m
+    breaks = np.empty(total)
+    breaks[pos_u] = i / n
+    breaks[pos_v] = j / m
+    from_u = np.zeros(total, dtype=bool)
+    from_u[pos_u] = True
+    # On the interval ending at breakpoint k, Q_u takes the value after the u-breakpoints
+    # before k, and Q_v likewise.
+    iu = np.cumsum(from_u) - from_u
+    iv = np.arange(total) - iu
+    np.minimum(iu, n - 1, out=iu)
+    np.minimum(iv, m - 1, out=iv)
+    widths = np.diff(breaks, prepend=0.0)
+    return float(np.sum(np.abs(u[iu] - v[iv]) * widths))
+
+
+# --------------------------------------------------------------------------------------------
+# Choosing the test by kind and sample size
+
+
+class AutoSelection:
+    """Chooses each feature's drift test from its kind and the size of the smaller sample.
+
+    Small samples (at most ``small_sample`` non-null values on either side) get hypothesis
+    tests,
+    which protect against noise where noise is large: :class:`KolmogorovSmirnov` for numeric
+    features and the two-sample :class:`ChiSquare` for categorical ones, each with its effect
+    floor. Larger samples get distances, whose thresholds read the same at any size:
+    :class:`Wasserstein` (in reference standard deviations) for numeric features and
+    :class:`JensenShannon` over the categories for categorical ones. This is the rule of
+    Evidently's ``DataDriftPreset`` (with 1,000 rows as the boundary and 0.1 as both distance
+    thresholds), except that the categorical test always compares two samples and that the
+    smaller sample decides, not the reference alone: a distance measured on a window of 300
+    rows is too noisy for a 0.1 threshold however large the reference is.
+
+    Args:
+        small_sample: Largest sample size that gets the hypothesis tests.
+        ks_alpha: Significance level of the KS test.
+        ks_min_statistic: Effect-size floor of the KS test.
+        chi2_alpha: Significance level of the chi-square test.
+        chi2_min_effect: Cramér's V floor of the chi-square test.
+        wasserstein: Threshold of the normalised Wasserstein distance.
+        jensen_shannon: Threshold of the Jensen–Shannon distance.
+        js_base: Logarithm base of the Jensen–Shannon distance (2, or ``math.e`` as in
+            SciPy's and Evidently's default).
+
+    Raises:
+        DriftInputError: a parameter out of range.
+    """
+
+    def __init__(
+        self,
+        *,
+        small_sample: int = 1000,
+        ks_alpha: float = 0.05,
+        ks_min_statistic: float = 0.1,
+        chi2_alpha: float = 0.05,
+        chi2_min_effect: float = 0.1,
+        wasserstein: float = 0.1,
+        jensen_shannon: float = 0.1,
+        js_base: float = 2.0,
+    ) -> None:
+        if isinstance(small_sample, bool) or not isinstance(small_sample, int | np.integer):
+            raise DriftInputError(f"small_sample must be an integer, not {small_sample!r}")
+        if small_sample < 0:
+            raise DriftInputError(f"small_sample must be >= 0, not {small_sample!r}")
+        self.small_sample = small_sample
+        self.ks_alpha = ks_alpha
+        self.ks_min_statistic = ks_min_statistic
+        self.chi2_alpha = chi2_alpha
+        self.chi2_min_effect = chi2_min_effect
+        self.wasserstein = wasserstein
+        self.jensen_shannon = jensen_shannon
+        self.js_base = js_base
+        # Built once: they validate the parameters and are shared by every feature.
+        self._small = {
+            NUMERIC: KolmogorovSmirnov(alpha=ks_alpha, min_statistic=ks_min_statistic),
+            CATEGORICAL: ChiSquare(alpha=chi2_alpha, min_effect=chi2_min_effect),
+        }
+        self._large = {
+            NUMERIC: Wasserstein(threshold=wasserstein),
+            CATEGORICAL: JensenShannon(threshold=jensen_shannon, base=js_base),
+        }
+
+    def get_params(self) -> dict[str, Any]:
+        """The parameters, by name, as passed to ``__init__``."""
+        names = inspect.signature(type(self).__init__).parameters
+        return {name: getattr(self, name) for name in names if name != "self"}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+    def tests_for(self, kind: Kind, reference_count: int, current_count: int) -> list[DriftTest]:
+        """The test for a feature of this kind with samples of these sizes (non-null)."""
+        small = min(reference_count, current_count) <= self.small_sample
+        chosen = self._small if small else self._large
+        return [chosen[kind]]
+
+
+# --------------------------------------------------------------------------------------------
+# What a report shows of each feature's two distributions
+
+DISPLAY_BINS = 20
+_DISPLAY_CATEGORIES = 20
+
+
+def _display(ref: _Sample, cur: _Sample) -> dict[str, Any]:
+    """Both samples' histograms on shared bins, small enough to store with every report.
+
+    Numeric: ``DISPLAY_BINS`` equal-width bins over the range of both samples, counted by
+    binary search in the sorted values. Categorical: the ``_DISPLAY_CATEGORIES`` most frequent
+    categories of the reference (then unseen ones), with the rest as ``"(other)"``.
+    """
+    if isinstance(ref, _NumericSample) and isinstance(cur, _NumericSample):
+        if len(ref.values) == 0 or len(cur.values) == 0:
+            return {}
+        lo = float(min(ref.values[0], cur.values[0]))
+        hi = float(max(ref.values[-1], cur.values[-1]))
+        if lo == hi:
+            lo, hi = lo - 0.5, hi + 0.5
+        edges = np.linspace(lo, hi, DISPLAY_BINS + 1)
+
+        def counts(values: np.ndarray) -> list[int]:
+            # Right-closed bins except the first, which also holds the minimum.
+            at = np.searchsorted(values, edges[1:-1], side="right")
+            return [int(c) for c in np.diff(np.concatenate(([0], at, [len(values)])))]
+
+        return {
+            "type": "histogram",
+            "edges": [float(e) for e in edges],
+            "reference": counts(ref.values),
+            "current": counts(cur.values),
+        }
+    assert isinstance(ref, _CategoricalSample) and isinstance(cur, _CategoricalSample)
+    index, ref_counts, cur_counts = _aligned_counts(ref, cur)
+    keep = _DISPLAY_CATEGORIES
+    labels = [str(v) for v in index[:keep]]
+    ref_shown = [int(c) for c in ref_counts[:keep]]
+    cur_shown = [int(c) for c in cur_counts[:keep]]
+    if len(index) > keep:
+        labels.append("(other)")
+        ref_shown.append(int(ref_counts[keep:].sum()))
+        cur_shown.append(int(cur_counts[keep:].sum()))
+    return {
+        "type": "categories",
+        "categories": labels,
+        "reference": ref_shown,
+        "current": cur_shown,
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -847,7 +1101,10 @@ def detect_drift(
     categorical: Sequence[str] | None = None,
     numeric_tests: Sequence[DriftTest] | None = None,
     categorical_tests: Sequence[DriftTest] | None = None,
+    selection: AutoSelection | None = None,
     dataset_drift_share: float = 0.5,
+    distributions: bool = False,
+    n_jobs: int = 1,
 ) -> DriftReport:
     """Test every feature of ``current`` for drift from ``reference``.
 
@@ -860,11 +1117,12 @@ def detect_drift(
     so a caller holding a schema decides every kind.
 
     Each feature runs its kind's tests (defaults: numeric KS + PSI, categorical chi-square +
-    PSI). Its verdict is drifted when **any** test says so. The reported :class:`FeatureDrift`
-    is the first (primary) test's result with ``drifted`` set to that verdict, and
-    ``details`` adding ``drifted_by`` (the methods that flagged it) and one entry per other
-    test, keyed by method name, with its ``statistic``, ``p_value``, ``threshold`` and
-    ``drifted``.
+    PSI), or with ``selection`` the one test that :class:`AutoSelection` picks for its kind
+    and sample sizes. Its verdict is drifted when **any** test says so. The reported
+    :class:`FeatureDrift` is the first (primary) test's result with ``drifted`` set to that
+    verdict, and ``details`` adding ``drifted_by`` (the methods that flagged it) and one entry
+    per other test, keyed by method name, with its ``statistic``, ``p_value``, ``threshold``
+    and ``drifted``.
 
     Args:
         reference: Baseline data, one column per feature.
@@ -873,8 +1131,14 @@ def detect_drift(
         categorical: Exactly the categorical features (see above); ``None`` to infer.
         numeric_tests: Tests for numeric features, primary first.
         categorical_tests: Tests for categorical features, primary first.
+        selection: Choose each feature's test by kind and size instead; excludes
+            ``numeric_tests`` and ``categorical_tests``.
         dataset_drift_share: The dataset has drifted when at least this share of its
             features has, in (0, 1].
+        distributions: Add ``details["distribution"]`` to each result: both samples'
+            histograms on shared bins (see :data:`DISPLAY_BINS`), what a report draws.
+        n_jobs: Features checked at once, in threads (sorting and counting release the
+            GIL); 1 checks them one after another.
 
     Returns:
         One result per feature, in ``features`` order, and the dataset verdict.
@@ -888,6 +1152,13 @@ def detect_drift(
     """
     if not (_is_number(dataset_drift_share) and 0 < dataset_drift_share <= 1):
         raise DriftInputError(f"dataset_drift_share must be in (0, 1], not {dataset_drift_share!r}")
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs < 1:
+        raise DriftInputError(f"n_jobs must be an integer >= 1, not {n_jobs!r}")
+    if selection is not None:
+        if numeric_tests is not None or categorical_tests is not None:
+            raise DriftInputError("give either selection or numeric_tests/categorical_tests")
+        if not isinstance(selection, AutoSelection):
+            raise DriftInputError(f"selection must be an AutoSelection, not {selection!r}")
     tests_by_kind = {
         NUMERIC: _check_tests(numeric_tests, NUMERIC),
         CATEGORICAL: _check_tests(categorical_tests, CATEGORICAL),
@@ -924,17 +1195,29 @@ def detect_drift(
                 f"the {side} data is empty: no rows to compare for features {names}"
             )
 
-    results = []
-    for name in names:
+    def check(name: Any) -> FeatureDrift:
         kind: Kind | None = None
         if categorical is not None:
             kind = CATEGORICAL if name in categorical else NUMERIC
         label = str(name)
         resolved, ref_sample, cur_sample = _prepare(label, reference[name], current[name], kind)
-        runs = [
-            t._compute(label, resolved, ref_sample, cur_sample) for t in tests_by_kind[resolved]
-        ]
-        results.append(_combine(runs))
+        if selection is not None:
+            tests = selection.tests_for(resolved, _present(ref_sample), _present(cur_sample))
+        else:
+            tests = tests_by_kind[resolved]
+        result = _combine([t._compute(label, resolved, ref_sample, cur_sample) for t in tests])
+        if distributions:
+            shown = _display(ref_sample, cur_sample)
+            result = replace(result, details={**result.details, "distribution": shown})
+        return result
+
+    if n_jobs == 1 or len(names) == 1:
+        results = [check(name) for name in names]
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=min(n_jobs, len(names))) as pool:
+            results = list(pool.map(check, names))
 
     drifted = tuple(r.feature for r in results if r.drifted)
     share = len(drifted) / len(results)

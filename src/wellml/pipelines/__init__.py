@@ -12,6 +12,8 @@ and resume, run in this process, in a process pool or on Ray.
         ...
 
     run = ws.pipelines.run(train, params={"n": 500}, executor="process")
+    ws.pipelines.schedule("train", cron="0 3 * * *")     # a declared pipeline, nightly
+    ws.pipelines.scheduler().run_forever(interval=30)
 """
 
 from wellml.pipelines.definition import (
@@ -42,11 +44,13 @@ from wellml.pipelines.executors import (
     TaskResult,
 )
 from wellml.pipelines.records import PipelineRun, StepRun
+from wellml.pipelines.schedules import Firing, Schedule, Scheduler
 from wellml.pipelines.service import Pipelines
 
 __all__ = [
     "Condition",
     "Executor",
+    "Firing",
     "FromParam",
     "FromStep",
     "GateResult",
@@ -58,6 +62,8 @@ __all__ = [
     "Pipelines",
     "ProcessExecutor",
     "RayExecutor",
+    "Schedule",
+    "Scheduler",
     "Step",
     "StepError",
     "StepFailure",

@@ -1,4 +1,5 @@
-"""Pipeline runs of a workspace: run a pipeline, list and show runs, load step outputs."""
+"""Pipeline runs of a workspace: run a pipeline, list and show runs, load step outputs; schedule
+pipelines on cron slots and trigger them on new dataset versions."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from wellml.store.metadata import new_id, now
 
 if TYPE_CHECKING:
     from wellml.config import PipelineSpec
+    from wellml.pipelines.schedules import Firing, Schedule, Scheduler, Schedules
     from wellml.workspace import Workspace
 
 log = logging.getLogger("wellml.pipelines")
@@ -36,6 +38,7 @@ class Pipelines:
         self._store = workspace.metadata
         self._artifacts = workspace.artifacts
         self._lineage = workspace.lineage
+        self._schedules: Schedules | None = None
 
     # -- finding pipelines -------------------------------------------------------------------
 
@@ -248,3 +251,122 @@ class Pipelines:
         if reaped:
             log.warning("marked %d pipeline run(s) of dead processes interrupted", reaped)
         return reaped
+
+    # -- schedules and triggers --------------------------------------------------------------
+
+    @property
+    def _book(self) -> Schedules:
+        if self._schedules is None:
+            from wellml.pipelines.schedules import Schedules
+
+            self._schedules = Schedules(self)
+        return self._schedules
+
+    def schedule(
+        self,
+        pipeline: str,
+        *,
+        cron: str,
+        params: Mapping[str, Any] | None = None,
+        name: str | None = None,
+        executor: str = "local",
+        replace: bool = False,
+    ) -> Schedule:
+        """Run a pipeline at every slot of a cron expression (five fields, UTC).
+
+        The first run is at the first slot after now; a scheduler (``wellml pipelines
+        scheduler``) must be running. The pipeline and parameters are checked now.
+
+        Args:
+            pipeline: a pipeline declared in ``wellml.yaml`` (its default params apply) or a
+                ``module:function`` reference.
+            cron: e.g. ``"0 3 * * *"`` for 03:00 UTC every day.
+            params: parameter values over the pipeline's defaults.
+            name: the schedule's name (default: the pipeline's).
+            executor: where its runs execute (``local``, ``process``, ``ray`` or ``ray://``).
+            replace: change an existing enabled schedule of that name.
+
+        Raises:
+            InvalidInput: a bad cron expression, name, executor, pipeline or parameters.
+            NotFound: no such pipeline.
+            Conflict: an enabled schedule of that name exists and ``replace`` is False.
+        """
+        return self._book.create(
+            pipeline, cron=cron, params=params, name=name, executor=executor, replace=replace
+        )
+
+    def trigger(
+        self,
+        pipeline: str,
+        *,
+        on_dataset: str,
+        params: Mapping[str, Any] | None = None,
+        dataset_param: str | None = None,
+        name: str | None = None,
+        executor: str = "local",
+        replace: bool = False,
+    ) -> Schedule:
+        """Run a pipeline once for each version of a dataset registered from now on.
+
+        Args:
+            on_dataset: the dataset's name; it must exist.
+            dataset_param: the pipeline parameter that receives the new version's reference
+                (``name@N``); without it the parameters are the same for every run.
+            name: the trigger's name (default: ``PIPELINE-on-DATASET``).
+
+        Raises:
+            InvalidInput, NotFound, Conflict: as for :meth:`schedule`; NotFound also for a
+                dataset that does not exist.
+        """
+        return self._book.create(
+            pipeline,
+            on_dataset=on_dataset,
+            dataset_param=dataset_param,
+            params=params,
+            name=name,
+            executor=executor,
+            replace=replace,
+        )
+
+    def schedules(self) -> builtins.list[Schedule]:
+        """Every schedule and trigger by name, disabled ones too."""
+        return self._book.list()
+
+    def get_schedule(self, name: str) -> Schedule:
+        """A schedule or trigger by name.
+
+        Raises:
+            NotFound: no such schedule.
+        """
+        return self._book.get(name)
+
+    def unschedule(self, name: str) -> Schedule:
+        """Disable a schedule or trigger (its firings stay on record).
+
+        Raises:
+            NotFound: no such schedule.
+        """
+        return self._book.disable(name)
+
+    def firings(self, schedule: str | None = None, *, limit: int = 50) -> builtins.list[Firing]:
+        """What schedulers ran, newest first: for one schedule, or everything (retrain triggers
+        included).
+
+        Raises:
+            NotFound: no such schedule.
+        """
+        return self._book.firings(schedule, limit)
+
+    def scheduler(
+        self, *, executor: str = "local", on_firing: Callable[[Firing], None] | None = None
+    ) -> Scheduler:
+        """A scheduler for this workspace: ``.tick()`` runs what is due once,
+        ``.run_forever(interval=30)`` keeps doing so.
+
+        Args:
+            executor: where runs asked for by monitors' retrain triggers execute.
+            on_firing: called with each firing when it starts and when it ends.
+        """
+        from wellml.pipelines.schedules import Scheduler
+
+        return Scheduler(self, executor=executor, on_firing=on_firing)

@@ -1,5 +1,31 @@
-"""Serving: real-time endpoints with signature checks, tokens and data capture."""
+"""Serving: real-time endpoints of weighted production variants and shadow variants, deployed
+by strategies that bake and roll back on alarms, with signature checks, tokens, rate limits,
+metrics and data capture; and batch transform."""
 
+from wellml.serving.config import (
+    AutoScaling,
+    CaptureMetricAlarm,
+    DeploymentPolicy,
+    EndpointConfig,
+    ErrorRateAlarm,
+    LatencyAlarm,
+    ProductionVariant,
+    RateLimit,
+    ShadowVariant,
+)
 from wellml.serving.service import EndpointRecord, Endpoints, RunningEndpoint
 
-__all__ = ["EndpointRecord", "Endpoints", "RunningEndpoint"]
+__all__ = [
+    "AutoScaling",
+    "CaptureMetricAlarm",
+    "DeploymentPolicy",
+    "EndpointConfig",
+    "EndpointRecord",
+    "Endpoints",
+    "ErrorRateAlarm",
+    "LatencyAlarm",
+    "ProductionVariant",
+    "RateLimit",
+    "RunningEndpoint",
+    "ShadowVariant",
+]

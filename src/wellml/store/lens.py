@@ -51,8 +51,8 @@ def model_events_all(conn: Connection) -> list[dict[str, Any]]:
 
 
 def endpoints_all(conn: Connection) -> list[dict[str, Any]]:
-    """Every endpoint."""
-    return _all(conn, select(endpoints))
+    """Every endpoint (deleted ones excepted)."""
+    return _all(conn, select(endpoints).where(endpoints.c.status != "deleted"))
 
 
 def deployments_all(conn: Connection) -> list[dict[str, Any]]:

@@ -32,6 +32,8 @@ import math
 import sqlite3
 import threading
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from itertools import repeat
 from json.encoder import encode_basestring
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,6 +43,7 @@ from wellml.errors import BackendUnavailable, InvalidInput
 from wellml.names import check_name
 
 if TYPE_CHECKING:
+    import numpy as np
     import pyarrow as pa
 
 __all__ = [
@@ -186,15 +189,23 @@ def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
         yield items[start : start + size]
 
 
-def _table_times(
+# --------------------------------------------------------------------------------------------
+# bulk writes from Arrow tables: validation, key encoding and the winning row per key, done
+# with Arrow and NumPy for the whole table, shared by every backend's ``write_table``
+
+# Epoch ticks per second of each Arrow timestamp unit.
+_TICKS_PER_SECOND = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}
+_CONTROL = r"[\x00-\x1f]"  # the characters JSON must escape besides '"' and '\'
+
+
+def _check_table(
     table: Any,
     key_columns: Sequence[str],
     timestamp_column: str,
     feature_columns: Sequence[str],
-) -> list[float]:
-    """Validate a table for :meth:`OnlineStore.write_table`; return its event times."""
+) -> tuple[list[str], list[str]]:
+    """Validate a table for :meth:`OnlineStore.write_table`; return its key and feature names."""
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     if not isinstance(table, pa.Table):
         raise InvalidInput(f"write_table needs an Arrow table, got {type(table).__name__}")
@@ -202,11 +213,18 @@ def _table_times(
     if not keys:
         raise InvalidInput("write_table needs at least one key column")
     names = _check_features(feature_columns) or []
+    _check_values(dict.fromkeys(names))
+    if len(set(names)) != len(names):
+        raise InvalidInput(f"write_table: feature columns repeat a name: {names}")
+    if type(timestamp_column) is not str:
+        raise InvalidInput(
+            f"write_table: the timestamp column must be a name, got {timestamp_column!r:.80}"
+        )
     for column in (*keys, timestamp_column, *names):
         if column not in table.column_names:
             raise InvalidInput(f"write_table: column {column!r} is missing")
     for column in (*keys, *names):
-        t = table.column(column).type
+        t = table.schema.field(column).type
         if pa.types.is_dictionary(t):
             t = t.value_type
         if not (
@@ -229,38 +247,86 @@ def _table_times(
         )
     if ts.null_count:
         raise InvalidInput(f"write_table: timestamp column {timestamp_column!r} has NULLs")
-    micros = ts.cast(pa.timestamp("us", tz=ts.type.tz)).cast(pa.int64())
-    times: list[float] = pc.divide(micros.cast(pa.float64()), 1e6).to_pylist()
-    return times
+    return keys, names
 
 
-def _decoded(column: Any) -> Any:
+def _epoch_seconds(column: Any) -> np.ndarray:
+    """An Arrow timestamp column (any unit; a zone only labels it) as float epoch seconds.
+
+    Arrow stores UTC ticks whatever the zone, so ticks divided by the unit are epoch seconds;
+    for seconds to microseconds that is the very double ``datetime.timestamp()`` gives.
+    Nanosecond ticks are split first, since they exceed the integers a double holds exactly.
+    Like every event time in the store, the result is a double: about a microsecond apart at
+    today's dates, so rows closer than that compare as equal times.
+    """
+    import numpy as np
     import pyarrow as pa
 
+    ticks = column.cast(pa.int64()).to_numpy()
+    per_second = _TICKS_PER_SECOND[column.type.unit]
+    if per_second == 1e9:
+        whole, rest = np.divmod(ticks, 10**9)
+        seconds: np.ndarray = whole.astype(np.float64) + rest / per_second
+    else:
+        seconds = ticks.astype(np.float64) / per_second
+    return seconds
+
+
+def _plain(column: Any) -> Any:
+    """One Arrow array (chunks combined, dictionary decoded) of a column."""
+    import pyarrow as pa
+
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
     return column.cast(column.type.value_type) if pa.types.is_dictionary(column.type) else column
 
 
-_CONTROL = r"[\x00-\x1f]"
+def _escaped(strings: Any, open_quote: str) -> Any:
+    """Strings as JSON string texts: ``open_quote`` + escaped text + ``"``; NULL stays NULL."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    strings = strings.cast(pa.string())
+    if pc.any(pc.match_substring_regex(strings, _CONTROL)).as_py():
+        # Rare: let the stdlib escaper spell control characters, value by value.
+        return pa.array(
+            [None if v is None else open_quote + _json_str(v)[1:] for v in strings.to_pylist()],
+            pa.string(),
+        )
+    escaped = pc.replace_substring(strings, "\\", "\\\\")
+    escaped = pc.replace_substring(escaped, '"', '\\"')
+    return pc.binary_join_element_wise(open_quote, escaped, '"', "")
 
 
-def _json_column(column: Any) -> Any:
-    """A column's values as JSON texts (an Arrow string array), computed in bulk.
+def _float_texts(column: Any) -> Any:
+    """Float64 values as texts that parse back to the same double (Arrow's shortest form)."""
+    import pyarrow as pa
 
-    The texts decode to exactly the values :data:`_dumps_row` writes: floats keep a fraction
-    or exponent so they read back as floats (a shortest round-trip form, so the same double),
-    NaN and the infinities use the tokens Python's JSON codec reads, and NULL is ``null``.
+    return column.cast(pa.float64()).cast(pa.string())
+
+
+def _json_values(column: Any) -> Any:
+    """A column's values as the JSON texts :data:`_dumps_row` would write, computed in bulk.
+
+    Floats keep a fraction or an exponent so that they read back as floats (Arrow's shortest
+    round-trip digits, so the same double), NaN and the infinities use the tokens Python's
+    JSON codec reads, and NULL is ``null``.
     """
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    column = _decoded(column)
+    column = _plain(column)
     t = column.type
     if pa.types.is_floating(t):
-        text = column.cast(pa.float64()).cast(pa.string())
-        whole = pc.match_substring_regex(text, r"^-?[0-9]+$")
-        text = pc.if_else(whole, pc.binary_join_element_wise(text, ".0", ""), text)
-        for token, json_token in (("nan", "NaN"), ("inf", "Infinity"), ("-inf", "-Infinity")):
-            text = pc.if_else(pc.equal(text, token), json_token, text)
+        text = _float_texts(column)
+        numbers = column.cast(pa.float64())
+        whole = pc.and_(pc.is_finite(numbers), pc.equal(pc.floor(numbers), numbers))
+        if pc.any(whole).as_py():  # "3" would read back as an int: spell it "3.0"
+            digits = pc.match_substring_regex(text, r"^-?[0-9]+$")
+            text = pc.if_else(digits, pc.binary_join_element_wise(text, ".0", ""), text)
+        if not pc.all(pc.is_finite(numbers)).as_py():
+            for token, json_token in (("nan", "NaN"), ("inf", "Infinity"), ("-inf", "-Infinity")):
+                text = pc.if_else(pc.equal(text, token), json_token, text)
     elif pa.types.is_integer(t):
         text = column.cast(pa.string())
     elif pa.types.is_boolean(t):
@@ -268,38 +334,144 @@ def _json_column(column: Any) -> Any:
     elif pa.types.is_null(t):
         text = pa.nulls(len(column), pa.string())
     else:
-        strings = column.cast(pa.string())
-        if pc.any(pc.match_substring_regex(strings, _CONTROL)).as_py():
-            return pa.array(
-                [_json_str(v) if v is not None else "null" for v in strings.to_pylist()]
-            )
-        escaped = pc.replace_substring(strings, "\\", "\\\\")
-        escaped = pc.replace_substring(escaped, '"', '\\"')
-        text = pc.binary_join_element_wise('"', escaped, '"', "")
+        text = _escaped(column, '"')
     return pc.fill_null(text, "null")
 
 
-def _encode_table_rows(
-    table: Any, keys: Sequence[str], names: Sequence[str]
-) -> tuple[list[str], list[str]]:
-    """Encoded keys and JSON value rows of a whole table, as write_batch would store them."""
+def _key_texts(table: Any, keys: Sequence[str]) -> Any:
+    """Every row's entity key, spelt exactly as :func:`_encode_key` spells it."""
+    import pyarrow as pa
     import pyarrow.compute as pc
 
     parts: list[Any] = ["["]
-    for i, key in enumerate(keys):
+    for i, name in enumerate(keys):
         if i:
             parts.append(",")
-        parts.append(_json_column(table.column(key)))
+        column = _plain(table.column(name))
+        if pa.types.is_floating(column.type):
+            # A key must match its read-side spelling byte for byte, and Arrow's float text
+            # differs from repr in form (1e-07 vs 1e-7): float keys take the stdlib path.
+            parts.append(pa.array([_dumps_key(v) for v in column.to_pylist()], pa.string()))
+        else:
+            parts.append(_json_values(column))
     parts.append("]")
-    encoded_keys = pc.binary_join_element_wise(*parts, "").to_pylist()
-    if not names:
-        return encoded_keys, ["{}"] * len(encoded_keys)
-    parts = []
-    for i, name in enumerate(names):
+    return pc.binary_join_element_wise(*parts, "")
+
+
+def _json_rows(table: Any) -> list[str]:
+    """Every row of a table as the JSON object :data:`_dumps_row` writes for its values."""
+    import pyarrow.compute as pc
+
+    if not table.num_columns:
+        return ["{}"] * table.num_rows
+    parts: list[Any] = []
+    for i, name in enumerate(table.column_names):
         parts.append(("{" if i == 0 else ",") + _json_str(name) + ":")
-        parts.append(_json_column(table.column(name)))
+        parts.append(_json_values(table.column(name)))
     parts.append("}")
-    return encoded_keys, pc.binary_join_element_wise(*parts, "").to_pylist()
+    rows: list[str] = pc.binary_join_element_wise(*parts, "").to_pylist()
+    return rows
+
+
+@dataclass(frozen=True)
+class _TableBatch:
+    """What a table does to the store: per key, the row that ends up stored.
+
+    Applying a table's rows one by one (as :meth:`OnlineStore.write_batch` does) leaves, per
+    key, its row of the newest event time, the later one among equal times: the *winner*.
+    Only winners are written. The rows of a key a one-by-one apply would have written before
+    its winner (each at least as new as every row of that key before it) are its *chain*; they
+    are needed only to count applied rows exactly, since whether each counts depends on the
+    event time already stored.
+    """
+
+    keys: list[str]
+    """Encoded entity keys of the winners."""
+    rows: Any
+    """The winners' feature columns (an Arrow table), in the order of ``keys``."""
+    times: np.ndarray
+    """The winners' event times, epoch seconds."""
+    chain_of: np.ndarray
+    """For each chain row, the position (in ``keys``) of its key's winner; ascending."""
+    chain_times: np.ndarray
+    """For each chain row, its event time."""
+
+    def chained(self, lo: int, hi: int) -> tuple[list[str], list[float]]:
+        """The encoded keys and event times of the chain rows of winners ``lo:hi``."""
+        import numpy as np
+
+        start, stop = np.searchsorted(self.chain_of, [lo, hi])
+        keys = [self.keys[i] for i in self.chain_of[start:stop].tolist()]
+        return keys, self.chain_times[start:stop].tolist()
+
+
+def _table_batch(
+    table: Any,
+    key_columns: Sequence[str],
+    timestamp_column: str,
+    feature_columns: Sequence[str],
+    *,
+    key_order: bool,
+) -> _TableBatch:
+    """Validate a table and reduce it to one winning row per key (see :class:`_TableBatch`).
+
+    Args:
+        key_order: Put the winners in the byte order of their encoded keys (a B-tree writes
+            sorted keys many times faster than random ones); otherwise in any order.
+
+    Raises:
+        InvalidInput: as :meth:`OnlineStore.write_table`.
+    """
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    keys, names = _check_table(table, key_columns, timestamp_column, feature_columns)
+    times = _epoch_seconds(table.column(timestamp_column))
+    texts = _key_texts(table, keys)
+    coded = pc.dictionary_encode(texts)
+    codes = coded.indices.to_numpy().astype(np.int64)
+    unique = coded.dictionary
+    if key_order:
+        # Renumber keys by their sorted position, so that grouping by code sorts by key.
+        rank = np.empty(len(unique), np.int64)
+        rank[pc.sort_indices(unique).to_numpy()] = np.arange(len(unique))
+        codes = rank[codes]
+    n = len(codes)
+    empty = np.empty(0, np.int64)
+    if len(unique) == n:  # every key once: every row wins, no chains
+        order = np.argsort(codes, kind="stable") if key_order else np.arange(n)
+        winners = order
+        chain_of, chain_times = empty, np.empty(0, np.float64)
+    else:
+        order = np.argsort(codes, kind="stable")  # stable: table order within a key
+        grouped = codes[order]
+        first = np.ones(n, bool)
+        np.not_equal(grouped[1:], grouped[:-1], out=first[1:])
+        group = np.cumsum(first) - 1
+        # Running maximum of the event time within each key, on integer ranks so that one
+        # accumulate over the whole table works: group * span + rank only grows across groups.
+        _, ranks = np.unique(times[order], return_inverse=True)
+        span = int(ranks.max()) + 1
+        combined = group * span + ranks.reshape(-1)
+        before = np.empty(n, np.int64)
+        before[0] = -1
+        before[1:] = np.maximum.accumulate(combined)[:-1]
+        before[first] = -1
+        written = np.flatnonzero(combined >= before)  # applied if nothing were stored
+        written_group = group[written]
+        last = np.ones(len(written), bool)
+        np.not_equal(written_group[1:], written_group[:-1], out=last[:-1])
+        winners = order[written[last]]
+        chain_of = written_group[~last]
+        chain_times = times[order[written[~last]]]
+    return _TableBatch(
+        keys=texts.take(pa.array(winners)).to_pylist(),
+        rows=table.select(names).take(pa.array(winners)),
+        times=times[winners],
+        chain_of=chain_of,
+        chain_times=chain_times,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -397,36 +569,54 @@ class OnlineStore(abc.ABC):
         key_columns: Sequence[str],
         timestamp_column: str,
         feature_columns: Sequence[str],
-        chunk_rows: int = 50_000,
+        chunk_rows: int = 100_000,
     ) -> int:
-        """Apply every row of an Arrow table, as :meth:`write_batch` would.
+        """Apply every row of an Arrow table, as :meth:`write_batch` would apply them in order.
 
-        Keys come from ``key_columns``, the event time from ``timestamp_column`` (an Arrow
-        timestamp of any unit; without a time zone it is taken as UTC) and the values from
-        ``feature_columns``. The columns are converted in bulk and written in chunks of
-        ``chunk_rows`` rows, each chunk one :meth:`write_batch`.
+        Keys come from ``key_columns`` (encoded as :meth:`write_batch` encodes key tuples, so
+        :meth:`read_batch` finds them), the event time from ``timestamp_column`` (an Arrow
+        timestamp of any unit, with or without a time zone, as epoch seconds; without a zone
+        the values are taken as UTC) and the values from ``feature_columns``, each row replacing
+        its key's whole feature row. Per key the row of the newest event time wins, the later
+        one among equal times; rows older than the stored row are ignored. Values come back as
+        :meth:`write_batch` stores them: integers as ``int``, floats (NaN and infinities too)
+        as ``float``, strings, booleans, and NULL as ``None``.
+
+        This default converts the table to rows and calls :meth:`write_batch` once per
+        ``chunk_rows`` rows; backends override it with a bulk path that gives the same result.
+
+        Args:
+            view: The feature view name.
+            table: The rows.
+            key_columns: The entity key columns, in key-tuple order (integer, string, boolean
+                or float; no NULLs).
+            timestamp_column: The event time column (no NULLs).
+            feature_columns: The value columns (integer, float, string, boolean or all-NULL,
+                dictionary-encoded or not).
+            chunk_rows: Rows per write (a transaction or a round trip of the backend).
 
         Returns:
-            How many rows were applied (rows not ignored as older).
+            How many rows were applied (rows not ignored as older), counted as a row-by-row
+            :meth:`write_batch` of the whole table would count them.
 
         Raises:
-            InvalidInput: a missing column, a key or value column of a type other than
-                integer, float, string or boolean, a non-timestamp or NULL event time, or a
-                bad view name; nothing is written.
+            InvalidInput: a bad view name, a missing column, a column of another type (lists,
+                structs, dates, decimals, ...), NULL keys or event times, or a repeated or
+                reserved feature name; nothing is written.
             BackendUnavailable: the backend cannot be reached.
         """
         _check_view(view)
-        times = _table_times(table, key_columns, timestamp_column, feature_columns)
-        keys = [_decoded(table.column(k)).to_pylist() for k in key_columns]
-        names = list(feature_columns)
-        values = [_decoded(table.column(f)).to_pylist() for f in names]
+        keys, names = _check_table(table, key_columns, timestamp_column, feature_columns)
+        times = _epoch_seconds(table.column(timestamp_column)).tolist()
+        key_values = [_plain(table.column(k)).to_pylist() for k in keys]
+        values = [_plain(table.column(f)).to_pylist() for f in names]
         applied = 0
         for start in range(0, table.num_rows, chunk_rows):
             stop = min(start + chunk_rows, table.num_rows)
             rows = [
                 (
-                    tuple(k[i] for k in keys),
-                    {name: vals[i] for name, vals in zip(names, values)},
+                    tuple(k[i] for k in key_values),
+                    {name: column[i] for name, column in zip(names, values)},
                     times[i],
                 )
                 for i in range(start, stop)
@@ -490,6 +680,13 @@ WHERE excluded.ts >= online_features.ts
 """
 
 
+def _selected(values: dict[str, Any], names: list[str] | None) -> dict[str, Any]:
+    """The requested features of a freshly decoded row (``None``: all of them)."""
+    if names is None or list(values) == names:  # the usual case: asked as written
+        return values
+    return {n: values.get(n) for n in names}
+
+
 class SQLiteOnlineStore(OnlineStore):
     """An online store in one SQLite file: embedded, no server, for one host.
 
@@ -520,6 +717,10 @@ class SQLiteOnlineStore(OnlineStore):
             # NORMAL is safe in WAL (no corruption; a power cut may lose the last commits),
             # which is the right trade for a cache that is rebuilt by materialisation.
             self._conn.execute("PRAGMA synchronous=NORMAL")
+            # A page cache of up to 64 MiB (the default is 2 MiB): a lookup of random keys
+            # in a view of a few hundred thousand rows then reads pages from memory, not
+            # through a system call each.
+            self._conn.execute("PRAGMA cache_size=-65536")
             self._conn.execute(_SQLITE_SCHEMA)
         except sqlite3.Error as exc:
             raise BackendUnavailable(f"cannot open SQLite online store {self.path}: {exc}") from exc
@@ -545,33 +746,47 @@ class SQLiteOnlineStore(OnlineStore):
         key_columns: Sequence[str],
         timestamp_column: str,
         feature_columns: Sequence[str],
-        chunk_rows: int = 50_000,
+        chunk_rows: int = 100_000,
     ) -> int:
+        """As :meth:`OnlineStore.write_table`; one transaction per ``chunk_rows`` keys.
+
+        Only each key's winning row is written, in key order (a B-tree takes sorted keys many
+        times faster than random ones), its JSON built for the whole table at once.
+        """
         _check_view(view)
-        times = _table_times(table, key_columns, timestamp_column, feature_columns)
-        for name in feature_columns:
-            _check_values({name: None})
-        encoded_keys, rows = _encode_table_rows(table, list(key_columns), list(feature_columns))
+        batch = _table_batch(table, key_columns, timestamp_column, feature_columns, key_order=True)
+        values = _json_rows(batch.rows)
+        times = batch.times.tolist()
         applied = 0
-        for start in range(0, len(rows), chunk_rows):
-            stop = start + chunk_rows
-            params = [
-                (view, k, v, t)
-                for k, v, t in zip(encoded_keys[start:stop], rows[start:stop], times[start:stop])
-            ]
-            applied += self._upsert(params)
+        for lo in range(0, len(batch.keys), chunk_rows):
+            hi = min(lo + chunk_rows, len(batch.keys))
+            params = list(zip(repeat(view), batch.keys[lo:hi], values[lo:hi], times[lo:hi]))
+            applied += self._upsert(params, chained=batch.chained(lo, hi))
         return applied
 
-    def _upsert(self, params: list[tuple[str, str, str, float]]) -> int:
-        """Apply encoded rows in one transaction; return how many were applied."""
+    def _upsert(
+        self,
+        params: list[tuple[str, str, str, float]],
+        chained: tuple[list[str], list[float]] = ([], []),
+    ) -> int:
+        """Apply encoded rows in one transaction; return how many were applied.
+
+        Args:
+            params: ``(view, encoded key, value JSON, event time)``, one view.
+            chained: Encoded keys and event times of rows a row-by-row write would have applied
+                before the given rows of the same keys (see :class:`_TableBatch`); they are
+                counted against the event times stored before this write, not written.
+        """
         if not params:
             return 0
         with self._lock:
             conn = self._connection()
             try:
                 # IMMEDIATE takes the write lock up front, so a busy file waits on `timeout`
-                # instead of failing half way through the batch.
+                # instead of failing half way through the batch, and no other writer comes
+                # between reading the stored times and the upsert.
                 conn.execute("BEGIN IMMEDIATE")
+                extra = self._count_chained(conn, params[0][0], *chained)
                 cur = conn.executemany(_SQLITE_UPSERT, params)
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
@@ -579,7 +794,21 @@ class SQLiteOnlineStore(OnlineStore):
                     conn.execute("ROLLBACK")
                 raise BackendUnavailable(f"SQLite online store {self.path}: {exc}") from exc
             # rowcount sums changes over executemany; a skipped (older) upsert changes nothing.
-            return cur.rowcount
+            return cur.rowcount + extra
+
+    @staticmethod
+    def _count_chained(
+        conn: sqlite3.Connection, view: str, keys: list[str], times: list[float]
+    ) -> int:
+        """How many chained rows are at least as new as their key's stored event time."""
+        if not keys:
+            return 0
+        stored: dict[str, float] = {}
+        for chunk in _chunks(list(dict.fromkeys(keys)), _SQLITE_IN_CHUNK):
+            marks = ",".join("?" * len(chunk))
+            query = f"SELECT key, ts FROM online_features WHERE view = ? AND key IN ({marks})"
+            stored.update(conn.execute(query, (view, *chunk)).fetchall())
+        return sum(1 for key, ts in zip(keys, times) if ts >= stored.get(key, -math.inf))
 
     def _fetch(
         self, view: str, keys: Sequence[tuple[Any, ...]]
@@ -616,8 +845,7 @@ class SQLiteOnlineStore(OnlineStore):
                 out.append(None)
                 continue
             # Decode per position, not per unique key, so duplicate keys get separate dicts.
-            values = _loads_row(hit[0])
-            out.append(values if names is None else {n: values.get(n) for n in names})
+            out.append(_selected(_loads_row(hit[0]), names))
         return out
 
     def read_batch_with_times(
@@ -631,8 +859,7 @@ class SQLiteOnlineStore(OnlineStore):
             if hit is None:
                 out.append(None)
                 continue
-            values = _loads_row(hit[0])
-            out.append((values if names is None else {n: values.get(n) for n in names}, hit[1]))
+            out.append((_selected(_loads_row(hit[0]), names), hit[1]))
         return out
 
     def delete_view(self, view: str) -> None:
@@ -679,26 +906,25 @@ def _encode_field(value: Any) -> str:
     return "N"  # None: values were validated by _check_values
 
 
-def _field_column(column: Any) -> list[str]:
-    """A column's values as :func:`_encode_field` texts, computed in bulk."""
+def _field_values(column: Any) -> Any:
+    """A column's values as JSON string texts of their :func:`_encode_field` form, in bulk."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    column = _decoded(column)
+    column = _plain(column)
     t = column.type
     if pa.types.is_floating(t):
         # Any round-trip text of a double parses back to the same double.
-        text = pc.binary_join_element_wise("d", column.cast(pa.float64()).cast(pa.string()), "")
+        text = pc.binary_join_element_wise('"d', _float_texts(column), '"', "")
     elif pa.types.is_integer(t):
-        text = pc.binary_join_element_wise("i", column.cast(pa.string()), "")
+        text = pc.binary_join_element_wise('"i', column.cast(pa.string()), '"', "")
     elif pa.types.is_boolean(t):
-        text = pc.if_else(column, "T", "F")
+        text = pc.if_else(column, '"T"', '"F"')
     elif pa.types.is_null(t):
         text = pa.nulls(len(column), pa.string())
     else:
-        text = pc.binary_join_element_wise("s", column.cast(pa.string()), "")
-    values: list[str] = pc.fill_null(text, "N").to_pylist()
-    return values
+        text = _escaped(column, '"s')
+    return pc.fill_null(text, '"N"')
 
 
 def _decode_field(text: str | None) -> Any:
@@ -723,36 +949,67 @@ def _decode_field(text: str | None) -> Any:
 # with no WATCH/retry loop that would thrash under contention. One call handles many keys
 # (fine on a standalone server or Sentinel; a Redis Cluster would need keys of one hash slot).
 #
-# ARGV layout per key: event time, number of fields n, then n (field, value) pairs. A key is
-# replaced (DEL + HSET) when it has no __ts yet or the stored __ts <= the new one.
+# ARGV[1] is one JSON array with a row per key: [event time, [chained event times], field,
+# value, field, value, ...], all strings; one argument per call, decoded by the server's C JSON
+# codec, costs far less to send and to parse than an argument per field. A key is replaced
+# (DEL + HSET) when it has no __ts yet or the stored __ts <= the new one. The chained times are
+# rows of the same key that a row-by-row write would have applied first (see _TableBatch):
+# they are counted, against the stored time, and not written.
 _WRITE_SCRIPT = """
+local rows = cjson.decode(ARGV[1])
 local applied = 0
-local i = 1
 for k = 1, #KEYS do
-    local ts = ARGV[i]
-    local n = tonumber(ARGV[i + 1])
+    local row = rows[k]
+    local ts = tonumber(row[1])
     local cur = redis.call('HGET', KEYS[k], '__ts')
-    if (not cur) or tonumber(cur) <= tonumber(ts) then
-        redis.call('DEL', KEYS[k])
-        redis.call('HSET', KEYS[k], '__ts', ts)
-        local j = i + 2
-        local last = i + 1 + 2 * n
-        while j <= last do
-            -- HSET in slices: unpack() of a very wide row would overflow Lua's C stack
-            local stop = math.min(j + 399, last)
-            redis.call('HSET', KEYS[k], unpack(ARGV, j, stop))
-            j = stop + 1
+    if cur then cur = tonumber(cur) end
+    if (not cur) or cur <= ts then
+        if cur then redis.call('DEL', KEYS[k]) end
+        local n = #row
+        -- HSET in slices: unpack() of a very wide row would overflow Lua's C stack
+        local stop = math.min(n, 402)
+        redis.call('HSET', KEYS[k], '__ts', row[1], unpack(row, 3, stop))
+        while stop < n do
+            local first = stop + 1
+            stop = math.min(n, stop + 400)
+            redis.call('HSET', KEYS[k], unpack(row, first, stop))
         end
         applied = applied + 1
+        for _, earlier in ipairs(row[2]) do
+            if (not cur) or cur <= tonumber(earlier) then applied = applied + 1 end
+        end
     end
-    i = i + 2 + 2 * n
 end
 return applied
 """
 
+# One call reads many keys: ARGV is '__ts' and the features to read (HMGET), or empty for every
+# field (HGETALL). One command instead of a pipeline of one per key saves most of the client's
+# per-command work, which is what a batch read of small hashes mostly costs.
+_READ_SCRIPT = """
+local out = {}
+local n = #ARGV
+for k = 1, #KEYS do
+    if n == 0 then
+        out[k] = redis.call('HGETALL', KEYS[k])
+    elseif n <= 400 then
+        out[k] = redis.call('HMGET', KEYS[k], unpack(ARGV))
+    else
+        local got = {}
+        for first = 1, n, 400 do
+            local part = redis.call('HMGET', KEYS[k], unpack(ARGV, first, math.min(n, first + 399)))
+            for i = 1, #part do got[#got + 1] = part[i] end
+        end
+        out[k] = got
+    end
+end
+return out
+"""
+
 # Rows per script call: big enough to amortise the call, small enough that one call keeps the
-# single-threaded server busy for about a millisecond at most (other clients wait meanwhile).
+# single-threaded server busy for about a millisecond (other clients wait meanwhile).
 _REDIS_WRITE_CHUNK = 256
+_REDIS_READ_CHUNK = 1000
 _REDIS_DELETE_CHUNK = 500
 
 
@@ -771,7 +1028,8 @@ class RedisOnlineStore(OnlineStore):
 
     One hash per (view, entity key) at ``{prefix}:{view}:{encoded key}``: a field per feature
     plus ``__ts``, the event time of the stored row. Writes go through a server-side Lua script
-    (atomic keep-the-newer, see ``_WRITE_SCRIPT``); reads are one pipeline of HMGET/HGETALL.
+    (atomic keep-the-newer, see ``_WRITE_SCRIPT``); a read of up to a thousand keys is one
+    script call of HMGET/HGETALL (``_READ_SCRIPT``).
     """
 
     capabilities = frozenset({"event_time", "delete_view", "persistent", "multi_process", "shared"})
@@ -816,6 +1074,7 @@ class RedisOnlineStore(OnlineStore):
                 f"cannot reach Redis at {_redact(url)}: {exc}; is the server running?"
             ) from exc
         self._write_script = self._client.register_script(_WRITE_SCRIPT)
+        self._read_script = self._client.register_script(_READ_SCRIPT)
 
     def __repr__(self) -> str:
         return f"RedisOnlineStore({_redact(self.url)!r}, prefix={self.prefix!r})"
@@ -828,24 +1087,17 @@ class RedisOnlineStore(OnlineStore):
     ) -> int:
         _check_view(view)
         checked = _check_rows(rows)
-        if not checked:
-            return 0
-        try:
-            pipe = self._client.pipeline(transaction=False)
-            for chunk in _chunks(checked, _REDIS_WRITE_CHUNK):
-                keys: list[str] = []
-                args: list[str] = []
-                for encoded, values, ts in chunk:
-                    keys.append(self._key(view, encoded))
-                    args.append(repr(ts))  # repr: the exact double, which Lua compares exactly
-                    args.append(str(len(values)))
-                    for name, value in values.items():
-                        args.append(name)
-                        args.append(_encode_field(value))
-                self._write_script(keys=keys, args=args, client=pipe)
-            return sum(int(n) for n in pipe.execute())
-        except self._redis_errors as exc:
-            raise BackendUnavailable(f"Redis at {_redact(self.url)}: {exc}") from exc
+        keys = [self._key(view, encoded) for encoded, _, _ in checked]
+        payload: list[list[Any]] = []
+        for _, values, ts in checked:
+            # repr: the exact double, which Lua reads back and compares exactly
+            row: list[Any] = [repr(ts), []]
+            for name, value in values.items():
+                row.append(name)
+                row.append(_encode_field(value))
+            payload.append(row)
+        texts = [_dumps_row(row) for row in payload]
+        return self._run_writes(keys, texts, _REDIS_WRITE_CHUNK)
 
     def write_table(
         self,
@@ -855,32 +1107,52 @@ class RedisOnlineStore(OnlineStore):
         key_columns: Sequence[str],
         timestamp_column: str,
         feature_columns: Sequence[str],
-        chunk_rows: int = 50_000,
+        chunk_rows: int = 100_000,
     ) -> int:
+        """As :meth:`OnlineStore.write_table`; one pipeline per ``chunk_rows`` keys.
+
+        Only each key's winning row is written; the script arguments are built for the whole
+        table at once with Arrow string kernels.
+        """
+        import numpy as np
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
         _check_view(view)
-        times = _table_times(table, key_columns, timestamp_column, feature_columns)
-        names = list(feature_columns)
-        for name in names:
-            _check_values({name: None})
-        encoded_keys, _rows = _encode_table_rows(table, list(key_columns), [])
-        fields = [_field_column(table.column(name)) for name in names]
-        count = str(len(names))
+        batch = _table_batch(table, key_columns, timestamp_column, feature_columns, key_order=False)
+        n = len(batch.keys)
+        prefix = f"{self.prefix}:{view}:"
+        keys = [prefix + key for key in batch.keys]
+        # Each winner's chained event times, as the text of a JSON array's items.
+        if len(batch.chain_of):
+            counts = np.bincount(batch.chain_of, minlength=n)
+            offsets = np.zeros(n + 1, np.int32)
+            np.cumsum(counts, out=offsets[1:])
+            quoted = pc.binary_join_element_wise(
+                '"', _float_texts(pa.array(batch.chain_times)), '"', ""
+            )
+            chains: Any = pc.binary_join(pa.ListArray.from_arrays(offsets, quoted), ",")
+        else:
+            chains = ""
+        parts: list[Any] = ['["', _float_texts(pa.array(batch.times)), '",[', chains, "]"]
+        for name in batch.rows.column_names:
+            parts.append("," + _json_str(name) + ",")
+            parts.append(_field_values(batch.rows.column(name)))
+        parts.append("]")
+        texts: list[str] = pc.binary_join_element_wise(*parts, "").to_pylist()
+        return self._run_writes(keys, texts, chunk_rows)
+
+    def _run_writes(self, keys: list[str], rows: list[str], per_pipeline: int) -> int:
+        """Send rows (JSON texts, see ``_WRITE_SCRIPT``) in script calls, pipelined."""
         applied = 0
         try:
-            for start in range(0, len(encoded_keys), chunk_rows):
-                stop = min(start + chunk_rows, len(encoded_keys))
+            for start in range(0, len(keys), per_pipeline):
+                stop = min(start + per_pipeline, len(keys))
                 pipe = self._client.pipeline(transaction=False)
                 for lo in range(start, stop, _REDIS_WRITE_CHUNK):
                     hi = min(lo + _REDIS_WRITE_CHUNK, stop)
-                    keys = [self._key(view, k) for k in encoded_keys[lo:hi]]
-                    args: list[str] = []
-                    for i in range(lo, hi):
-                        args.append(repr(times[i]))
-                        args.append(count)
-                        for name, column in zip(names, fields):
-                            args.append(name)
-                            args.append(column[i])
-                    self._write_script(keys=keys, args=args, client=pipe)
+                    payload = "[" + ",".join(rows[lo:hi]) + "]"
+                    self._write_script(keys=keys[lo:hi], args=[payload], client=pipe)
                 applied += sum(int(n) for n in pipe.execute())
         except self._redis_errors as exc:
             raise BackendUnavailable(f"Redis at {_redact(self.url)}: {exc}") from exc
@@ -890,19 +1162,21 @@ class RedisOnlineStore(OnlineStore):
         self, view: str, keys: Sequence[tuple[Any, ...]], names: list[str] | None
     ) -> list[tuple[dict[str, Any], float] | None]:
         _check_view(view)
-        redis_keys = [self._key(view, _encode_key(key)) for key in keys]
-        if not redis_keys:
-            return []
+        prefix = f"{self.prefix}:{view}:"
+        redis_keys = [prefix + _encode_key(key) for key in keys]
+        fields = [] if names is None else [_TS_FIELD, *names]  # __ts first: "unknown key"
+        replies: list[Any] = []
         try:
-            pipe = self._client.pipeline(transaction=False)
-            if names is None:
-                for key in redis_keys:
-                    pipe.hgetall(key)
+            if len(redis_keys) == 1:  # one plain command is the shortest path for one key
+                if names is None:
+                    got = self._client.hgetall(redis_keys[0])
+                    replies.append([item for pair in got.items() for item in pair])
+                else:
+                    replies.append(self._client.hmget(redis_keys[0], fields))
             else:
-                fields = [_TS_FIELD, *names]  # __ts first: it tells "unknown key" apart
-                for key in redis_keys:
-                    pipe.hmget(key, fields)
-            replies = pipe.execute()
+                for start in range(0, len(redis_keys), _REDIS_READ_CHUNK):
+                    chunk = redis_keys[start : start + _REDIS_READ_CHUNK]
+                    replies.extend(self._read_script(keys=chunk, args=fields, client=self._client))
         except self._redis_errors as exc:
             raise BackendUnavailable(f"Redis at {_redact(self.url)}: {exc}") from exc
         out: list[tuple[dict[str, Any], float] | None] = []
@@ -911,8 +1185,9 @@ class RedisOnlineStore(OnlineStore):
                 if not reply:  # every written key has __ts, so an empty hash is no key
                     out.append(None)
                     continue
-                values = {f: _decode_field(v) for f, v in reply.items() if f != _TS_FIELD}
-                out.append((values, float(reply[_TS_FIELD])))
+                pairs = dict(zip(reply[::2], reply[1::2]))
+                ts = float(pairs.pop(_TS_FIELD))
+                out.append(({f: _decode_field(v) for f, v in pairs.items()}, ts))
         else:
             for reply in replies:
                 if reply[0] is None:

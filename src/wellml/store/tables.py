@@ -295,15 +295,32 @@ endpoints = Table(
     Column("id", ID, primary_key=True),
     Column("name", NAME, nullable=False, unique=True),
     Column("model_ref", String(512), nullable=False),  # what was asked for, e.g. churn@production
+    # The model version of the variant with the largest weight in the current configuration.
     Column("model_version_id", ID, ForeignKey("model_versions.id"), nullable=False),
     Column("status", String(16), nullable=False),  # creating | in-service | stopped | failed
     Column("host", NAME, nullable=False),
     Column("port", Integer, nullable=False),
     Column("pid", Integer),
-    Column("config", JSON, nullable=False),  # auth, capture sampling, payload limit, ...
+    Column("config", JSON, nullable=False),  # the current configuration (see endpoint_configs)
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
     Column("lineage_artifact_id", ID, ForeignKey("lineage_artifacts.id"), nullable=False),
+    Column("config_version", Integer),  # the current row of endpoint_configs
+    Column("runtime", JSON),  # replicas and per-variant traffic figures, written while serving
+)
+
+# Every configuration an endpoint has had: immutable, numbered from 1.
+endpoint_configs = Table(
+    "endpoint_configs",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("endpoint_id", ID, ForeignKey("endpoints.id"), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("config", JSON, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("created_by", NAME, nullable=False),
+    Column("lineage_artifact_id", ID, ForeignKey("lineage_artifacts.id"), nullable=False),
+    UniqueConstraint("endpoint_id", "version"),
 )
 
 endpoint_deployments = Table(
@@ -314,10 +331,29 @@ endpoint_deployments = Table(
     Column("model_version_id", ID, ForeignKey("model_versions.id"), nullable=False),
     Column("config", JSON, nullable=False),
     Column("actor", NAME, nullable=False),
-    Column("origin", String(32), nullable=False, default="manual"),
-    Column("outcome", String(32), nullable=False),  # started | stopped | failed | rolled-back
+    Column("origin", String(32), nullable=False, default="manual"),  # manual | rollback | ...
+    # created | pending | in-progress | completed | rolled-back | failed | stopped | interrupted
+    Column("outcome", String(32), nullable=False),
     Column("started_at", Float, nullable=False),
     Column("ended_at", Float),
+    Column("strategy", String(32)),  # all-at-once | canary | linear
+    Column("from_version", Integer),
+    Column("to_version", Integer),
+    Column("steps", JSON),  # every step taken: provision, smoke test, traffic, bake, alarms
+    Column("reason", Text),
+)
+
+# What the supervisor of a running endpoint did by itself: restarts and scaling actions.
+endpoint_events = Table(
+    "endpoint_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("endpoint_id", ID, ForeignKey("endpoints.id"), nullable=False),
+    Column("kind", String(32), nullable=False),  # replica-restart | scale-out | scale-in
+    Column("variant", NAME, nullable=False),
+    Column("detail", JSON, nullable=False),
+    Column("at", Float, nullable=False),
+    Index("ix_endpoint_events_endpoint_at", "endpoint_id", "at"),
 )
 
 tokens = Table(
@@ -331,6 +367,7 @@ tokens = Table(
     Column("expires_at", Float),
     Column("revoked_at", Float),
     Column("last_used_at", Float),
+    Column("rate_limit", JSON),  # {"rate": requests per second, "burst": n}; None: the endpoint's
 )
 
 capture_files = Table(
@@ -344,18 +381,57 @@ capture_files = Table(
     Column("dataset_version_id", ID, ForeignKey("dataset_versions.id")),  # once ingested
 )
 
+# Batch transform: a model version applied to a file in chunks; a chunk row is written once its
+# output file is in place, so a job that dies resumes from the first chunk without one.
+batch_jobs = Table(
+    "batch_jobs",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("model_version_id", ID, ForeignKey("model_versions.id"), nullable=False),
+    Column("input_uri", Text, nullable=False),
+    Column("output_uri", Text, nullable=False),
+    Column("status", String(16), nullable=False),  # running | completed | failed
+    Column("config", JSON, nullable=False),  # chunk rows, workers, input digest
+    Column("chunks_total", Integer, nullable=False),
+    Column("rows", BigInteger, nullable=False),
+    Column("user", NAME, nullable=False),
+    Column("pid", Integer),
+    Column("started_at", Float, nullable=False),
+    Column("ended_at", Float),
+    Column("error", Text),
+    Column("lineage_execution_id", ID, ForeignKey("lineage_executions.id")),
+)
+
+batch_chunks = Table(
+    "batch_chunks",
+    metadata,
+    Column("job_id", ID, ForeignKey("batch_jobs.id"), primary_key=True),
+    Column("chunk", Integer, primary_key=True),
+    Column("rows", Integer, nullable=False),
+    Column("uri", Text, nullable=False),
+    Column("done_at", Float, nullable=False),
+)
+
 # --- monitoring --------------------------------------------------------------------------------
 
+# A baseline is an immutable (name, version): statistics and constraints computed from a dataset
+# version, or an edit of an earlier version (parent_id, with the changes applied).
 baselines = Table(
     "baselines",
     metadata,
     Column("id", ID, primary_key=True),
+    Column("name", NAME, nullable=False),
+    Column("version", Integer, nullable=False),
     Column("dataset_version_id", ID, ForeignKey("dataset_versions.id"), nullable=False),
+    Column("parent_id", ID, ForeignKey("baselines.id")),
     Column("features", JSON, nullable=False),
     Column("statistics", JSON, nullable=False),
     Column("constraints", JSON, nullable=False),
+    Column("changes", JSON),  # the edit that made this version from its parent
     Column("created_at", Float, nullable=False),
+    Column("created_by", NAME, nullable=False),
     Column("lineage_artifact_id", ID, ForeignKey("lineage_artifacts.id"), nullable=False),
+    UniqueConstraint("name", "version"),
 )
 
 monitors = Table(
@@ -363,11 +439,14 @@ monitors = Table(
     metadata,
     Column("id", ID, primary_key=True),
     Column("name", NAME, nullable=False, unique=True),
-    Column("kind", String(32), nullable=False),  # data_drift, data_quality, ...
+    Column("kind", String(32), nullable=False),  # data_drift, data_quality, model_quality, ...
     Column("endpoint_id", ID, ForeignKey("endpoints.id")),
-    Column("baseline_id", ID, ForeignKey("baselines.id"), nullable=False),
-    Column("config", JSON, nullable=False),  # thresholds, alert route, schedule
+    Column("target_dataset", NAME),  # a dataset name watched instead of an endpoint
+    Column("baseline_id", ID, ForeignKey("baselines.id")),
+    Column("config", JSON, nullable=False),  # thresholds, alert route, schedule, kind options
+    Column("last_slot", Float),  # the newest cron slot already run (claimed before running)
     Column("created_at", Float, nullable=False),
+    Column("updated_at", Float),
 )
 
 monitor_executions = Table(
@@ -375,12 +454,68 @@ monitor_executions = Table(
     metadata,
     Column("id", ID, primary_key=True),
     Column("monitor_id", ID, ForeignKey("monitors.id"), nullable=False),
+    Column("kind", String(32), nullable=False),
     Column("dataset_version_id", ID, ForeignKey("dataset_versions.id"), nullable=False),
     Column("status", String(32), nullable=False),  # completed | completed-with-violations | failed
+    Column("trigger", String(16), nullable=False),  # manual | schedule
+    Column("slot", Float),  # the cron slot a scheduled run was for
+    Column("inputs", JSON),  # ids of the dataset versions it read (and so has checked)
     Column("report", JSON, nullable=False),
     Column("violations", JSON, nullable=False),
     Column("started_at", Float, nullable=False),
     Column("ended_at", Float, nullable=False),
+    Column("lineage_execution_id", ID, ForeignKey("lineage_executions.id"), nullable=False),
+    Index("ix_monitor_executions_monitor_started", "monitor_id", "started_at"),
+)
+
+# Every alert a monitor raised, whether or not a webhook took it.
+alert_events = Table(
+    "alert_events",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("monitor_id", ID, ForeignKey("monitors.id"), nullable=False),
+    Column("execution_id", ID, ForeignKey("monitor_executions.id")),
+    Column("severity", String(16), nullable=False),  # info | warning | critical
+    Column("message", Text, nullable=False),
+    Column("payload", JSON, nullable=False),
+    Column("webhook", Text),  # NULL: the event log only
+    Column("delivered", Boolean),  # NULL when there is no webhook
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("error", Text),
+    Column("created_at", Float, nullable=False),
+    Index("ix_alert_events_monitor_created", "monitor_id", "created_at"),
+)
+
+# Retraining asked for by an alert: a pipeline reference for the pipelines capability to run.
+retrain_triggers = Table(
+    "retrain_triggers",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("monitor_id", ID, ForeignKey("monitors.id"), nullable=False),
+    Column("execution_id", ID, ForeignKey("monitor_executions.id"), nullable=False),
+    Column("alert_id", ID, ForeignKey("alert_events.id")),
+    Column("pipeline", String(512), nullable=False),  # module:function or a declared name
+    Column("params", JSON, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("status", String(16), nullable=False),  # pending | claimed | completed | failed
+    Column("claimed_by", NAME),
+    Column("pipeline_run_id", ID),
+    Column("error", Text),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Index("ix_retrain_triggers_status", "status"),
+)
+
+poisoning_checks = Table(
+    "poisoning_checks",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("dataset_version_id", ID, ForeignKey("dataset_versions.id"), nullable=False),
+    Column("previous_version_id", ID, ForeignKey("dataset_versions.id"), nullable=False),
+    Column("blocked", Boolean, nullable=False),
+    Column("report", JSON, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("created_by", NAME, nullable=False),
     Column("lineage_execution_id", ID, ForeignKey("lineage_executions.id"), nullable=False),
 )
 
@@ -473,6 +608,91 @@ pipeline_steps = Table(
     Column("lineage_execution_id", ID, ForeignKey("lineage_executions.id")),
     UniqueConstraint("run_id", "name"),
     Index("ix_pipeline_steps_cache_key", "cache_key"),
+)
+
+# A schedule runs a pipeline at each slot of a cron expression (UTC) or once for each new version
+# of a dataset. ``cursor`` is the newest slot (epoch seconds) or dataset version number already
+# claimed: a scheduler moves it forward with one conditional UPDATE before it runs anything, so
+# of two schedulers only one gets a slot, and a restarted scheduler never runs a slot again.
+pipeline_schedules = Table(
+    "pipeline_schedules",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("name", NAME, nullable=False, unique=True),
+    Column("pipeline", String(512), nullable=False),  # a declared name or module:function
+    Column("kind", String(16), nullable=False),  # cron | dataset
+    Column("cron", String(255)),
+    Column("dataset", NAME),
+    Column("dataset_param", NAME),  # the pipeline parameter that receives name@version
+    Column("params", JSON, nullable=False),
+    Column("executor", String(255), nullable=False),
+    Column("enabled", Boolean, nullable=False),
+    Column("cursor", Float),
+    Column("created_at", Float, nullable=False),
+    Column("created_by", NAME, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+# Each time a scheduler ran a pipeline: for which schedule slot, dataset version or retrain
+# trigger, in which process, and the pipeline run it started. Written when the slot is claimed.
+pipeline_firings = Table(
+    "pipeline_firings",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("schedule_id", ID, ForeignKey("pipeline_schedules.id")),
+    Column("retrain_trigger_id", ID, ForeignKey("retrain_triggers.id")),
+    Column("source", String(16), nullable=False),  # cron | dataset | retrain
+    Column("key", String(255), nullable=False),  # the slot, dataset version or trigger id
+    Column("pipeline", String(512), nullable=False),
+    Column("params", JSON, nullable=False),
+    Column("status", String(16), nullable=False),  # running | completed | blocked | failed | ...
+    Column("claimed_by", NAME, nullable=False),
+    Column("host", NAME, nullable=False),
+    Column("pid", Integer),
+    Column("pipeline_run_id", ID, ForeignKey("pipeline_runs.id")),
+    Column("error", Text),
+    Column("claimed_at", Float, nullable=False),
+    Column("ended_at", Float),
+    UniqueConstraint("schedule_id", "key"),
+    Index("ix_pipeline_firings_status", "status"),
+)
+
+# A hyperparameter search: the study's settings and outcome; each trial is also a child run of
+# ``parent_run_id`` in tracking. The study itself runs in memory; these rows are its record.
+tuning_studies = Table(
+    "tuning_studies",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("name", NAME, nullable=False),
+    Column("metric", NAME, nullable=False),
+    Column("direction", String(8), nullable=False),  # maximize | minimize
+    Column("search_space", JSON, nullable=False),  # {param: Optuna distribution as JSON}
+    Column("settings", JSON, nullable=False),  # sampler, pruner, seed, budget, executor, ...
+    Column("status", String(16), nullable=False),  # running | completed | failed | interrupted
+    Column("parent_run_id", ID, ForeignKey("runs.id")),
+    Column("best_trial", Integer),
+    Column("best_value", Float),
+    Column("best_params", JSON),
+    Column("error", Text),
+    Column("created_at", Float, nullable=False),
+    Column("created_by", NAME, nullable=False),
+    Column("ended_at", Float),
+    Index("ix_tuning_studies_name_created", "name", "created_at"),
+)
+
+tuning_trials = Table(
+    "tuning_trials",
+    metadata,
+    Column("study_id", ID, ForeignKey("tuning_studies.id"), primary_key=True),
+    Column("number", Integer, primary_key=True),
+    Column("state", String(16), nullable=False),  # complete | pruned | failed
+    Column("params", JSON, nullable=False),
+    Column("value", Float),
+    Column("intermediate", JSON, nullable=False),  # [[step, value], ...]
+    Column("run_id", ID, ForeignKey("runs.id")),
+    Column("error", Text),
+    Column("started_at", Float, nullable=False),
+    Column("ended_at", Float, nullable=False),
 )
 
 # --- lens --------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import random
 import threading
@@ -238,7 +239,37 @@ class OnlineStoreContract:
     # -- bulk writes from Arrow tables -------------------------------------------------------
 
     @staticmethod
-    def _table_rows() -> tuple[Any, list[tuple[tuple[Any, ...], dict[str, Any], float]]]:
+    def _as_rows(
+        table: Any, keys: list[str], ts: str, features: list[str]
+    ) -> list[tuple[tuple[Any, ...], dict[str, Any], float]]:
+        """The rows of a table as :meth:`OnlineStore.write_batch` takes them."""
+        rows = []
+        for r in table.to_pylist():
+            when = r[ts]
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=dt.UTC)
+            rows.append((tuple(r[k] for k in keys), {f: r[f] for f in features}, when.timestamp()))
+        return rows
+
+    @staticmethod
+    def _assert_same(got: dict[str, Any] | None, want: dict[str, Any] | None) -> None:
+        """Equal rows, with equal value types, NaN equal to NaN and -0.0 apart from 0.0."""
+        if want is None:
+            assert got is None
+            return
+        assert got is not None
+        assert set(got) == set(want)
+        for name, b in want.items():
+            a = got[name]
+            assert type(a) is type(b), (name, a, b)
+            if isinstance(b, float) and math.isnan(b):
+                assert math.isnan(a), name
+            elif isinstance(b, float):
+                assert math.copysign(1.0, a) == math.copysign(1.0, b) and a == b, (name, a, b)
+            else:
+                assert a == b, (name, a, b)
+
+    def test_write_table_stores_what_write_batch_stores(self, store: OnlineStore) -> None:
         pa = pytest.importorskip("pyarrow")
         floats = [0.1 + 0.2, 3.0, math.nan, math.inf, -math.inf, -0.0, None, 5e-324, 1e20, 1e-7]
         n = len(floats)
@@ -247,50 +278,86 @@ class OnlineStoreContract:
                 "region": pa.array(["eu", "us"] * (n // 2)).dictionary_encode(),
                 "id": pa.array(list(range(n // 2)) * 2, pa.int32()),
                 "ts": pa.array(
-                    [1_700_000_000_000_000 + i * 1_000_000 for i in range(n)],
+                    [1_700_000_000_000_000 + i * 1_000_001 for i in range(n)],
                     pa.timestamp("us", tz="Europe/Paris"),
                 ),
                 "f": pa.array(floats, pa.float64()),
+                "f32": pa.array([0.1] * n, pa.float32()),
                 "i": pa.array([i - 3 if i % 4 else None for i in range(n)], pa.int64()),
+                "u": pa.array([2**64 - 1 - i for i in range(n)], pa.uint64()),
                 "s": pa.array(
-                    ['q"uote', "back\\slash", "tab\there", "ü✓", "", None, "x", "1", "y", "z"]
+                    ['q"uote', "back\\slash", "tab\there", "ü✓", "", None, "x", "1", "\x00", "z"]
                 ),
                 "b": pa.array([True, False, None, True, False, True, None, False, True, True]),
+                "nothing": pa.nulls(n),
             }
         )
-        rows = [
-            (
-                (r["region"], r["id"]),
-                {k: r[k] for k in ("f", "i", "s", "b")},
-                r["ts"].timestamp(),
-            )
-            for r in table.to_pylist()
-        ]
-        return table, rows
-
-    def test_write_table_stores_what_write_batch_stores(self, store: OnlineStore) -> None:
-        table, rows = self._table_rows()
+        features = ["f", "f32", "i", "u", "s", "b", "nothing"]
+        rows = self._as_rows(table, ["region", "id"], "ts", features)
         args: dict[str, Any] = {
             "key_columns": ["region", "id"],
             "timestamp_column": "ts",
-            "feature_columns": ["f", "i", "s", "b"],
+            "feature_columns": features,
         }
-        assert store.write_table("bulk", table, **args) == table.num_rows
-        store.write_batch("rows", rows)
+        assert store.write_table("bulk", table, **args) == n
+        assert store.write_batch("rows", rows) == n
         keys = [key for key, _, _ in rows]
-        bulk, single = store.read_batch("bulk", keys), store.read_batch("rows", keys)
+        bulk = store.read_batch_with_times("bulk", keys)
+        single = store.read_batch_with_times("rows", keys)
         for got, want in zip(bulk, single, strict=True):
             assert got is not None and want is not None
-            assert set(got) == set(want)
-            for name in want:
-                a, b = got[name], want[name]
-                assert type(a) is type(b), (name, a, b)
-                if isinstance(b, float) and math.isnan(b):
-                    assert math.isnan(a)
-                elif isinstance(b, float):
-                    assert math.copysign(1.0, a) == math.copysign(1.0, b) and a == b, name
-                else:
-                    assert a == b, name
+            self._assert_same(got[0], want[0])
+            assert got[1] == want[1]  # the same event time, to the last bit
+
+    @pytest.mark.parametrize("seed", [0, 1, 2])
+    def test_write_table_applies_rows_as_write_batch_would(
+        self, store: OnlineStore, seed: int
+    ) -> None:
+        # Many rows per key with few distinct times (ties), applied over rows already stored
+        # for some keys, in several chunks: the stored rows and the applied count must both
+        # match a row-by-row write_batch of the same rows.
+        pa = pytest.importorskip("pyarrow")
+        rng = random.Random(seed)
+        n = 300
+        keys = [(rng.choice(["a", "b", 'q"']), rng.randrange(12)) for _ in range(n)]
+        millis = [1_700_000_000_000 + 250 * rng.randrange(6) for _ in range(n)]
+        table = pa.table(
+            {
+                "name": [k[0] for k in keys],
+                "num": pa.array([k[1] for k in keys], pa.int16()),
+                "ts": pa.array(millis, pa.timestamp("ms", tz="Asia/Kolkata")),
+                "x": [rng.choice([None, math.nan, rng.random(), float(i)]) for i in range(n)],
+                "y": [rng.choice([None, "", f"r{i}"]) for i in range(n)],
+                "z": pa.array([i if i % 5 else None for i in range(n)], pa.int64()),
+            }
+        )
+        features = ["x", "y", "z"]
+        before = [
+            ((name, num), {"old": True}, 1_700_000_000.0 + 0.25 * rng.randrange(6))
+            for name in ("a", "b")
+            for num in range(0, 12, 2)
+        ]
+        for view in ("rows", "bulk"):
+            store.write_batch(view, before)
+        expected = store.write_batch("rows", self._as_rows(table, ["name", "num"], "ts", features))
+        applied = store.write_table(
+            "bulk",
+            table,
+            key_columns=["name", "num"],
+            timestamp_column="ts",
+            feature_columns=features,
+            chunk_rows=7,
+        )
+        assert applied == expected
+        every = sorted(set(keys) | {key for key, _, _ in before})
+        for got, want in zip(
+            store.read_batch_with_times("bulk", every),
+            store.read_batch_with_times("rows", every),
+            strict=True,
+        ):
+            assert got is not None and want is not None
+            self._assert_same(got[0], want[0])
+            assert got[1] == want[1]
 
     def test_write_table_keeps_the_newest_and_the_last_of_equal_times(
         self, store: OnlineStore
@@ -298,9 +365,9 @@ class OnlineStoreContract:
         pa = pytest.importorskip("pyarrow")
         table = pa.table(
             {
-                "k": pa.array(["a", "a", "a", "b"]),
-                "ts": pa.array([20, 10, 20, 5], pa.timestamp("s")),
-                "v": pa.array([1, 2, 3, 4]),
+                "k": pa.array(["a", "a", "a", "b", "a"]),
+                "ts": pa.array([20, 10, 20, 5, 19], pa.timestamp("s")),
+                "v": pa.array([1, 2, 3, 4, 5]),
             }
         )
         args: dict[str, Any] = {
@@ -308,11 +375,110 @@ class OnlineStoreContract:
             "timestamp_column": "ts",
             "feature_columns": ["v"],
         }
-        store.write_table("v", table, **args)
-        assert store.read("v", ("a",)) == {"v": 3}
+        assert store.write_table("v", table, **args) == 3  # a@20, a@20 again, b@5
+        assert store.read_batch("v", [("a",), ("b",)]) == [{"v": 3}, {"v": 4}]
         older = pa.table({"k": ["b"], "ts": pa.array([1], pa.timestamp("s")), "v": [9]})
         assert store.write_table("v", older, **args) == 0
         assert store.read("v", ("b",)) == {"v": 4}
+        same = pa.table({"k": ["a"], "ts": pa.array([20], pa.timestamp("s")), "v": [7]})
+        assert store.write_table("v", same, **args) == 1  # an equal time overwrites
+        assert store.read("v", ("a",)) == {"v": 7}
+
+    def test_write_table_keys_are_the_keys_write_batch_writes(self, store: OnlineStore) -> None:
+        pa = pytest.importorskip("pyarrow")
+        keys: list[tuple[Any, ...]] = [
+            (1.5, True, 'q"\\\n✓', -(2**63)),
+            (1.0, False, "", 0),
+            (1e-7, True, "1", 2**63 - 1),
+            (math.inf, False, "a:b", 7),
+        ]
+        table = pa.table(
+            {
+                "f": [k[0] for k in keys],
+                "b": [k[1] for k in keys],
+                "s": [k[2] for k in keys],
+                "i": pa.array([k[3] for k in keys], pa.int64()),
+                "ts": pa.array([1] * len(keys), pa.timestamp("s", tz="UTC")),
+                "v": list(range(len(keys))),
+            }
+        )
+        store.write_table(
+            "v",
+            table,
+            key_columns=["f", "b", "s", "i"],
+            timestamp_column="ts",
+            feature_columns=["v"],
+        )
+        assert store.read_batch("v", keys) == [{"v": i} for i in range(len(keys))]
+        assert store.read("v", (1, False, "", 0)) is None  # an int key part is not a float's
+
+    @pytest.mark.parametrize(
+        ("unit", "ticks", "zone"),
+        [
+            ("s", 1_700_000_000, None),
+            ("ms", 1_700_000_000_123, "UTC"),
+            ("us", 1_700_000_000_123_456, "America/New_York"),
+            ("ns", 1_700_000_000_123_456_000, "+05:30"),
+        ],
+    )
+    def test_write_table_takes_any_timestamp_unit_and_zone(
+        self, store: OnlineStore, unit: str, ticks: int, zone: str | None
+    ) -> None:
+        pa = pytest.importorskip("pyarrow")
+        per_second = {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}[unit]
+        step = max(1, per_second // 10**6)
+        table = pa.table(
+            {
+                "k": [1, 1],
+                # the second row is older by a microsecond, or a second for whole seconds
+                "ts": pa.array([ticks, ticks - step], pa.timestamp(unit, tz=zone)),
+                "v": [1, 2],
+            }
+        )
+        args: dict[str, Any] = {"key_columns": ["k"], "timestamp_column": "ts"}
+        assert store.write_table("v", table, feature_columns=["v"], **args) == 1
+        assert store.read_batch_with_times("v", [(1,)]) == [({"v": 1}, ticks / per_second)]
+        # the stored time is the one write_batch compares against
+        assert store.write("v", (1,), {"v": 3}, math.nextafter(ticks / per_second, 0)) is False
+
+    def test_wide_rows_round_trip(self, store: OnlineStore) -> None:
+        pa = pytest.importorskip("pyarrow")
+        names = [f"feature_{i}" for i in range(450)]
+        store.write("rows", (1,), {name: i for i, name in enumerate(names)}, 1.0)
+        table = pa.table(
+            {
+                "k": [1],
+                "ts": pa.array([1], pa.timestamp("s")),
+                **{n: [float(i)] for i, n in enumerate(names)},
+            }
+        )
+        store.write_table(
+            "bulk", table, key_columns=["k"], timestamp_column="ts", feature_columns=names
+        )
+        assert store.read("rows", (1,)) == {name: i for i, name in enumerate(names)}
+        asked = names[::-1][:420]
+        assert store.read("bulk", (1,), asked) == {n: float(names.index(n)) for n in asked}
+        smaller = pa.table({"k": [1], "ts": pa.array([2], pa.timestamp("s")), "feature_3": [0.5]})
+        store.write_table(
+            "bulk", smaller, key_columns=["k"], timestamp_column="ts", feature_columns=["feature_3"]
+        )
+        assert store.read("bulk", (1,)) == {"feature_3": 0.5}  # the whole row was replaced
+
+    def test_write_table_of_no_rows_writes_nothing(self, store: OnlineStore) -> None:
+        pa = pytest.importorskip("pyarrow")
+        table = pa.table(
+            {
+                "k": pa.array([], pa.int64()),
+                "ts": pa.array([], pa.timestamp("s")),
+                "v": pa.array([], pa.float64()),
+            }
+        )
+        args: dict[str, Any] = {
+            "key_columns": ["k"],
+            "timestamp_column": "ts",
+            "feature_columns": ["v"],
+        }
+        assert store.write_table("v", table, **args) == 0
 
     def test_write_table_rejects_bad_tables_before_writing(self, store: OnlineStore) -> None:
         pa = pytest.importorskip("pyarrow")
@@ -324,17 +490,33 @@ class OnlineStoreContract:
         }
         bad = [
             pa.table({**good, "v": pa.array([[1], [2]])}),  # lists are not scalars
+            pa.table({**good, "v": pa.array([{"a": 1}, {"a": 2}])}),  # nor are structs
+            pa.table({**good, "v": pa.array([dt.date(2024, 1, 1)] * 2)}),  # dates are not JSON
             pa.table({**good, "w": pa.array([1, 2])}),  # missing feature column
             pa.table({"k": [1, None], "ts": good["ts"], "v": [1, 2]}),  # NULL key
+            pa.table({"k": pa.array([[1], [2]]), "ts": good["ts"], "v": [1, 2]}),  # list key
             pa.table({"k": [1, 2], "ts": pa.array([1, None], pa.timestamp("s")), "v": [1, 2]}),
             pa.table({"k": [1, 2], "ts": [1, 2], "v": [1, 2]}),  # not a timestamp
         ]
         for table in bad:
             with pytest.raises(InvalidInput):
                 store.write_table("v", table, **args)
-        assert store.read_batch("v", [(1,), (2,)]) == [None, None]
+        table = pa.table({**good, "v": [1, 2], "__ts": [1, 2]})
+        other_args: list[dict[str, Any]] = [
+            {**args, "feature_columns": ["v", "v"]},  # a repeated feature
+            {**args, "feature_columns": ["__ts"]},  # a reserved name
+            {**args, "feature_columns": "v"},  # one string is not a list of names
+            {**args, "key_columns": []},
+            {**args, "timestamp_column": ["ts"]},
+        ]
+        for bad_args in other_args:
+            with pytest.raises(InvalidInput):
+                store.write_table("v", table, **bad_args)
         with pytest.raises(InvalidInput):
-            store.write_table("bad view", pa.table({**good, "v": [1, 2]}), **args)
+            store.write_table("v", table.to_pandas(), **args)  # an Arrow table, nothing else
+        with pytest.raises(InvalidInput):
+            store.write_table("bad view", table, **args)
+        assert store.read_batch("v", [(1,), (2,)]) == [None, None]
 
     def test_read_with_times_returns_the_stored_event_time(self, store: OnlineStore) -> None:
         store.write_batch(

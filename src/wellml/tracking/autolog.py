@@ -1,6 +1,10 @@
 """Autologging for scikit-learn: while active, every top-level ``fit`` logs the estimator's
-params, its metrics on the training data (and on an evaluation set, with learning curves where
-the model trains in stages), and the fitted model as ``model.skops``."""
+params, its metrics on the training data (and on an evaluation set), the learning curves the
+model exposes (see :func:`wellml.tracking.diagnostics.learning_curves`), the number of
+iterations it trained for, the diagnostics rules' findings (overfitting, no improvement over a
+dummy baseline, class imbalance, constant features) as ``diagnostics*`` tags, and the fitted
+model as ``model.skops``. The run's wall and CPU time, peak memory and energy are recorded as
+``system.*`` tags when it ends, as for every run."""
 
 from __future__ import annotations
 
@@ -15,7 +19,6 @@ import numpy as np
 from wellml.tracking.service import ActiveRun
 
 _state = threading.local()
-_MAX_CURVE_POINTS = 100
 
 
 def evaluation_metrics(model: Any, X: Any, y: Any) -> dict[str, float]:
@@ -79,42 +82,13 @@ def _flat_params(model: Any) -> dict[str, str]:
     return out
 
 
-def _learning_curve(model: Any, X: Any, y: Any) -> list[tuple[int, float]]:
-    """Evaluation-set score per training stage, for models that train in stages."""
-    from sklearn.base import is_classifier
-    from sklearn.pipeline import Pipeline
-
-    final, Xt = model, X
-    if isinstance(model, Pipeline):
-        final = model.steps[-1][1]
-        Xt = model[:-1].transform(X) if len(model.steps) > 1 else X
-    staged = (
-        getattr(final, "staged_predict_proba", None)
-        if is_classifier(final)
-        else getattr(final, "staged_predict", None)
-    )
-    if staged is None:
-        return []
-    from sklearn import metrics
-
-    y_true = np.asarray(y)
-    stages = list(staged(Xt))
-    every = max(1, len(stages) // _MAX_CURVE_POINTS)
-    curve = []
-    for i, out in enumerate(stages):
-        if i % every and i != len(stages) - 1:
-            continue
-        if is_classifier(final):
-            score = metrics.log_loss(y_true, out, labels=final.classes_)
-        else:
-            score = float(np.sqrt(metrics.mean_squared_error(y_true, out)))
-        curve.append((i + 1, float(score)))
-    return curve
-
-
 @contextmanager
 def autolog(
-    run: ActiveRun, *, eval_set: tuple[Any, Any] | None = None, log_model: bool = True
+    run: ActiveRun,
+    *,
+    eval_set: tuple[Any, Any] | None = None,
+    log_model: bool = True,
+    diagnostics: bool = True,
 ) -> Iterator[None]:
     """Log every top-level scikit-learn ``fit`` inside the block to ``run``.
 
@@ -122,6 +96,7 @@ def autolog(
         eval_set: ``(X, y)`` held out from training; its metrics are logged with a ``val_``
             prefix, and a ``val_loss`` curve by stage for boosted models.
         log_model: store the fitted model as the run artifact ``model.skops``.
+        diagnostics: check the fit against the diagnostics rules and record the findings.
     """
     from sklearn.base import BaseEstimator
     from sklearn.pipeline import Pipeline
@@ -137,7 +112,7 @@ def autolog(
             continue
         cls, fit = owner, owner.__dict__["fit"]
         originals[cls] = fit
-        cls.fit = _wrap(fit, run, eval_set, log_model)  # type: ignore[attr-defined]
+        cls.fit = _wrap(fit, run, eval_set, log_model, diagnostics)  # type: ignore[attr-defined]
     try:
         yield
     finally:
@@ -145,7 +120,9 @@ def autolog(
             cls.fit = fit  # type: ignore[attr-defined]
 
 
-def _wrap(fit: Any, run: ActiveRun, eval_set: tuple[Any, Any] | None, log_model: bool) -> Any:
+def _wrap(
+    fit: Any, run: ActiveRun, eval_set: tuple[Any, Any] | None, log_model: bool, diagnose: bool
+) -> Any:
     @functools.wraps(fit)
     def patched(self: Any, *args: Any, **kwargs: Any) -> Any:
         # Signatures differ (LabelEncoder.fit(y), Pipeline.fit(X, y, **params)): pass
@@ -159,29 +136,40 @@ def _wrap(fit: Any, run: ActiveRun, eval_set: tuple[Any, Any] | None, log_model:
         X = args[0] if args else kwargs.get("X")
         y = args[1] if len(args) > 1 else kwargs.get("y")
         if depth == 0 and X is not None and y is not None:
-            _log_fit(run, self, X, y, eval_set, log_model)
+            # Fits made while logging (the diagnostics' dummy baseline) are not logged.
+            _state.depth = 1
+            try:
+                _log_fit(run, self, X, y, eval_set, log_model, diagnose)
+            finally:
+                _state.depth = depth
         return result
 
     return patched
 
 
 def _log_fit(
-    run: ActiveRun, model: Any, X: Any, y: Any, eval_set: tuple[Any, Any] | None, log_model: bool
+    run: ActiveRun,
+    model: Any,
+    X: Any,
+    y: Any,
+    eval_set: tuple[Any, Any] | None,
+    log_model: bool,
+    diagnose: bool,
 ) -> None:
     from wellml.registry.packaging import save_model
+    from wellml.tracking import diagnostics
 
     metrics = {f"training_{k}": v for k, v in evaluation_metrics(model, X, y).items()}
     if eval_set is not None:
         metrics |= {f"val_{k}": v for k, v in evaluation_metrics(model, *eval_set).items()}
+    n_iter = diagnostics.iterations(model)
+    if n_iter is not None:
+        metrics["n_iter"] = float(n_iter)
     run.log_batch(
         params=_flat_params(model), metrics=metrics, tags={"estimator": type(model).__name__}
     )
-    if eval_set is not None:
-        curve = _learning_curve(model, *eval_set)
-        if curve:
-            import time
-
-            ts = time.time()
-            run.log_batch(metrics=[("val_loss", v, step, ts) for step, v in curve])
+    diagnostics.record_learning_curves(run, diagnostics.learning_curves(model, eval_set))
+    if diagnose:
+        diagnostics.record_diagnostics(run, diagnostics.diagnose(model, X, y, eval_set=eval_set))
     if log_model:
         run.log_bytes(save_model(model), "model.skops")

@@ -26,6 +26,7 @@ from wellml.processes import pid_alive
 from wellml.store import tracking as sql
 from wellml.store.artifacts import ArtifactStore
 from wellml.store.metadata import MetadataStore, new_id, now
+from wellml.tracking.resources import ResourceMeter, cpu_watts
 
 RUN_STATUSES = ("running", "finished", "failed", "killed")
 _KEY = re.compile(r"^[A-Za-z0-9_.\-/ :]{1,250}$")
@@ -133,6 +134,8 @@ class ActiveRun:
         self.experiment = record.experiment
         self.lineage_execution_id = record.lineage_execution_id
         self._ended = False
+        # Wall and CPU time, peak memory and energy, recorded as system.* tags at the end.
+        self.meter: ResourceMeter | None = None
 
     @property
     def lineage_ref(self) -> str:
@@ -254,7 +257,10 @@ class ActiveRun:
             return
         if status not in RUN_STATUSES[1:]:
             raise InvalidInput(f"status must be one of {RUN_STATUSES[1:]}, not {status!r}")
+        usage = self.meter.stop().to_tags() if self.meter is not None else {}
         with self._tracking._store.write() as conn:
+            if usage:
+                sql.write_batch(conn, self.id, tags=usage)
             sql.set_run_status(conn, self.id, status, error)
             self._tracking._lineage.finish(conn, self.lineage_execution_id, status=status)
         self._ended = True
@@ -434,6 +440,7 @@ class Tracking:
         run_name = name or f"run-{run_id[:8]}"
         if parent_id is not None:
             self.get_run(parent_id)
+        watts = cpu_watts()  # a bad WELLML_CPU_WATTS fails here, before anything is written
         with self._store.write() as conn:
             exec_id = self._lineage.record_execution(
                 conn,
@@ -474,6 +481,7 @@ class Tracking:
             lineage_execution_id=exec_id,
         )
         run = ActiveRun(self, record)
+        run.meter = ResourceMeter(watts=watts)
         if params or tags:
             run.log_batch(params=params, tags=tags)
         return run

@@ -521,6 +521,13 @@ def _run(
         "captured traffic": ws.urls.capture,
         "lens review": str(md),
         "lens review (json)": str(js),
+        "clarify": f"bias report {ws.root / 'bias-report.html'}, SHAP report "
+        f"{ws.root / 'shap-report.html'} (wellml clarify list)",
+        "retraining": f"drift alert ran {RETRAIN_PIPELINE}: "
+        f"{result.retraining.get('first_run')}; the same run again: "
+        f"{result.retraining.get('second_counts')} (wellml pipelines list)",
+        "monitors": ", ".join(f"{k} {v['status']}" for k, v in result.monitors.items())
+        + " (wellml monitor list)",
         "feature store": f"{FEATURE_VIEW} served online for {materialized.rows_written:,} "
         f"customers; training set {training_set.ref} (wellml features list)",
         "data quality": f"{customers.ref}: {len(QUALITY_RULES)} rules, "

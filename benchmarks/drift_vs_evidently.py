@@ -31,7 +31,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import shlex
 import statistics
 import subprocess
@@ -53,6 +52,7 @@ MEMORY_GOAL = 1 / 3
 
 sys.path.insert(0, str(HERE))
 from _drift_worker import CATEGORICAL, DRIFTED, NUMERIC  # noqa: E402
+from _machine import machine  # noqa: E402
 
 # (label, tool, mode)
 RUNS = [
@@ -105,31 +105,6 @@ def run_worker(python: Path, tool: str, mode: str, rows: int) -> dict[str, Any]:
     lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
     result: dict[str, Any] = json.loads(lines[-1])
     return result
-
-
-def machine() -> dict[str, Any]:
-    """What this ran on."""
-    cpu = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    memory = ""
-    try:
-        kib = int(Path("/proc/meminfo").read_text().split()[1])
-        memory = f"{kib / 1024 / 1024:.0f} GiB"
-    except (OSError, ValueError, IndexError):
-        pass
-    return {
-        "cores": os.cpu_count(),
-        "cpu": cpu or platform.processor(),
-        "memory": memory,
-        "system": platform.platform(),
-        "python": platform.python_version(),
-    }
 
 
 def command_line() -> str:

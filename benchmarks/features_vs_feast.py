@@ -40,7 +40,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import shlex
 import shutil
 import statistics
@@ -59,6 +58,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from _machine import machine
 
 HERE = Path(__file__).resolve().parent
 WORKER = HERE / "_features_worker.py"
@@ -739,33 +739,6 @@ def summarize_bulk(raw: list[dict[str, dict[str, float]]]) -> list[dict[str, Any
             }
         )
     return summary
-
-
-def machine() -> dict[str, Any]:
-    """What this ran on."""
-    cpu = ""
-    memory = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                memory = f"{int(line.split()[1]) / 2**20:.1f} GiB"
-                break
-    except OSError:
-        pass
-    return {
-        "cores": os.cpu_count(),
-        "cpu": cpu or platform.processor(),
-        "memory": memory,
-        # Tail latencies on a shared machine depend on what else runs: the 1, 5 and 15 minute
-        # load averages when the report is written.
-        "load_average": [round(v, 2) for v in os.getloadavg()],
-        "system": platform.platform(),
-        "python": platform.python_version(),
-    }
 
 
 def source_state() -> dict[str, Any]:

@@ -26,7 +26,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import shlex
 import statistics
 import subprocess
@@ -34,6 +33,8 @@ import sys
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from _machine import machine
 
 HERE = Path(__file__).resolve().parent
 WORKER = HERE / "_pipelines_worker.py"
@@ -76,20 +77,6 @@ def run_worker(python: Path, tool: str, n: int) -> dict[str, Any]:
     lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
     result: dict[str, Any] = json.loads(lines[-1])
     return result
-
-
-def machine() -> dict[str, Any]:
-    """What this ran on."""
-    cpu = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cores": os.cpu_count(), "cpu": cpu or platform.processor(),
-            "system": platform.platform(), "python": platform.python_version()}  # fmt: skip
 
 
 def command_line() -> str:

@@ -344,9 +344,13 @@ def _check_timestamp(what: str, column: str, types: dict[str, str]) -> None:
 def _utc(column: str, duck_type: str, nanoseconds: bool) -> str:
     """SQL for a timestamp column as a naive UTC timestamp, at the chosen precision."""
     expression = _quote(column)
+    target = "TIMESTAMP_NS" if nanoseconds else "TIMESTAMP"
+    if duck_type == target:
+        # Already naive UTC at the chosen precision: a cast per row would only cost time.
+        return expression
     if duck_type in _AWARE_TIMESTAMPS:
         expression = f"timezone('UTC', {expression})"
-    return f"CAST({expression} AS {'TIMESTAMP_NS' if nanoseconds else 'TIMESTAMP'})"
+    return f"CAST({expression} AS {target})"
 
 
 def _key_family(duck_type: str) -> str:

@@ -31,6 +31,7 @@ import sqlalchemy.exc
 from wellml.config import current_user
 from wellml.errors import Conflict, InvalidInput, NotFound, UserCodeError
 from wellml.features.definitions import (
+    DTYPES,
     Definition,
     Entity,
     FeatureService,
@@ -41,7 +42,7 @@ from wellml.features.definitions import (
 )
 from wellml.names import parse_ref
 from wellml.store import features as sql
-from wellml.store.metadata import new_id, now
+from wellml.store.metadata import new_id, now, redact_url
 from wellml.store.offline import (
     FeatureSource,
     describe_source,
@@ -735,8 +736,6 @@ class FeatureStore:
                         f"{what}: feature column {f.name!r} is missing from the source"
                     )
                 family = _family(types[f.name])
-                from wellml.features.definitions import DTYPES
-
                 if family not in DTYPES[f.dtype]:
                     raise InvalidInput(
                         f"{what}: feature {f.name!r} is declared {f.dtype} but the source column "
@@ -1530,7 +1529,7 @@ class FeatureStore:
                     "status": "running",
                     "rows_read": 0,
                     "rows_written": 0,
-                    "online_store": _redact(self._ws.urls.online),
+                    "online_store": redact_url(self._ws.urls.online),
                     "statistics": {},
                     "error": "",
                     "started_at": started,
@@ -1806,16 +1805,6 @@ def _time_range(column: pa.ChunkedArray) -> dict[str, Any]:
         k: (v.as_py().isoformat() if v.as_py() is not None else None)
         for k, v in (("min", bounds["min"]), ("max", bounds["max"]))
     }
-
-
-def _redact(url: str) -> str:
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url
 
 
 def _columns(entity_rows: Any) -> dict[str, list[Any]]:

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.exc import OperationalError
@@ -56,7 +57,7 @@ class MetadataStore:
             try:
                 upgrade(self.engine)
             except OperationalError as exc:
-                raise BackendUnavailable(f"metadata store {_safe(url)}: {exc.orig}") from exc
+                raise BackendUnavailable(f"metadata store {redact_url(url)}: {exc.orig}") from exc
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
@@ -77,16 +78,16 @@ class MetadataStore:
         self.engine.dispose()
 
     def __repr__(self) -> str:
-        return f"MetadataStore({_safe(self.url)!r})"
+        return f"MetadataStore({redact_url(self.url)!r})"
 
 
-def _safe(url: str) -> str:
-    """The URL without a password, for messages."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
-    return url
+def redact_url(url: str) -> str:
+    """The URL with its password replaced by ``***``, for messages and records."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
 def _make_engine(url: str) -> Engine:
@@ -96,7 +97,7 @@ def _make_engine(url: str) -> Engine:
         return create_engine(url, pool_pre_ping=True, future=True)
     except ModuleNotFoundError as exc:
         raise BackendUnavailable(
-            f"the driver for {_safe(url)} is not installed ({exc.name}); "
+            f"the driver for {redact_url(url)} is not installed ({exc.name}); "
             "install the extra: pip install 'wellml[postgres]'"
         ) from exc
 

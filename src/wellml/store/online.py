@@ -41,6 +41,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from wellml.errors import BackendUnavailable, InvalidInput
 from wellml.names import check_name
+from wellml.store.metadata import redact_url
 
 if TYPE_CHECKING:
     import numpy as np
@@ -1013,16 +1014,6 @@ _REDIS_READ_CHUNK = 1000
 _REDIS_DELETE_CHUNK = 500
 
 
-def _redact(url: str) -> str:
-    """Return the URL without its password, for error messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
-
-
 class RedisOnlineStore(OnlineStore):
     """An online store on a Redis server, shared by every host that can reach it.
 
@@ -1065,19 +1056,19 @@ class RedisOnlineStore(OnlineStore):
                 url, decode_responses=True, socket_connect_timeout=5, health_check_interval=30
             )
         except ValueError as exc:
-            raise InvalidInput(f"invalid Redis URL {_redact(url)}: {exc}") from exc
+            raise InvalidInput(f"invalid Redis URL {redact_url(url)}: {exc}") from exc
         try:
             self._client.ping()
         except self._redis_errors as exc:
             self._client.close()
             raise BackendUnavailable(
-                f"cannot reach Redis at {_redact(url)}: {exc}; is the server running?"
+                f"cannot reach Redis at {redact_url(url)}: {exc}; is the server running?"
             ) from exc
         self._write_script = self._client.register_script(_WRITE_SCRIPT)
         self._read_script = self._client.register_script(_READ_SCRIPT)
 
     def __repr__(self) -> str:
-        return f"RedisOnlineStore({_redact(self.url)!r}, prefix={self.prefix!r})"
+        return f"RedisOnlineStore({redact_url(self.url)!r}, prefix={self.prefix!r})"
 
     def _key(self, view: str, encoded: str) -> str:
         return f"{self.prefix}:{view}:{encoded}"
@@ -1155,7 +1146,7 @@ class RedisOnlineStore(OnlineStore):
                     self._write_script(keys=keys[lo:hi], args=[payload], client=pipe)
                 applied += sum(int(n) for n in pipe.execute())
         except self._redis_errors as exc:
-            raise BackendUnavailable(f"Redis at {_redact(self.url)}: {exc}") from exc
+            raise BackendUnavailable(f"Redis at {redact_url(self.url)}: {exc}") from exc
         return applied
 
     def _fetch(
@@ -1178,7 +1169,7 @@ class RedisOnlineStore(OnlineStore):
                     chunk = redis_keys[start : start + _REDIS_READ_CHUNK]
                     replies.extend(self._read_script(keys=chunk, args=fields, client=self._client))
         except self._redis_errors as exc:
-            raise BackendUnavailable(f"Redis at {_redact(self.url)}: {exc}") from exc
+            raise BackendUnavailable(f"Redis at {redact_url(self.url)}: {exc}") from exc
         out: list[tuple[dict[str, Any], float] | None] = []
         if names is None:
             for reply in replies:
@@ -1223,7 +1214,7 @@ class RedisOnlineStore(OnlineStore):
             if batch:
                 self._client.unlink(*batch)
         except self._redis_errors as exc:
-            raise BackendUnavailable(f"Redis at {_redact(self.url)}: {exc}") from exc
+            raise BackendUnavailable(f"Redis at {redact_url(self.url)}: {exc}") from exc
 
     def close(self) -> None:
         self._client.close()
@@ -1261,5 +1252,5 @@ def open_online_store(url: str) -> OnlineStore:
         rest = urlencode([(k, v) for k, v in query if k != "prefix"])
         return RedisOnlineStore(urlunsplit(parts._replace(query=rest)), prefix=prefix)
     raise InvalidInput(
-        f"unknown online store URL {_redact(url)!r}: use one of {', '.join(_SCHEMES)}"
+        f"unknown online store URL {redact_url(url)!r}: use one of {', '.join(_SCHEMES)}"
     )

@@ -664,3 +664,13 @@ def test_online_values_older_than_the_ttl_are_not_served(workspace: Workspace) -
         pd.DataFrame({"customer_id": [1, 2], "event_timestamp": [now, now]}), ["recent:spend"]
     )
     assert offline.column("spend").to_pylist() == [10.0, None]
+
+
+def test_memory_settings_reach_the_join(ws: Workspace, tmp_path: Path) -> None:
+    ws.features.apply([CUSTOMER, _view()])
+    out = ws.features.get_historical_features(
+        _labels(), ["activity:spend"], memory_limit="256MB", temp_directory=str(tmp_path / "spill")
+    )
+    assert out.num_rows == len(_labels())
+    with pytest.raises(InvalidInput, match="memory_limit"):
+        ws.features.get_historical_features(_labels(), ["activity:spend"], memory_limit="lots")

@@ -31,9 +31,7 @@ import argparse
 import datetime as dt
 import json
 import os
-import shlex
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -53,6 +51,7 @@ MEMORY_GOAL = 1 / 3
 sys.path.insert(0, str(HERE))
 from _drift_worker import CATEGORICAL, DRIFTED, NUMERIC  # noqa: E402
 from _machine import machine  # noqa: E402
+from _peers import command_line, pinned_python, worker_json  # noqa: E402
 
 # (label, tool, mode)
 RUNS = [
@@ -68,29 +67,9 @@ RUNS = [
 ]
 
 
-def installed(python: Path, package: str) -> str | None:
-    """The version of ``package`` installed for ``python``, or None."""
-    probe = f"import importlib.metadata as m; print(m.version({package!r}))"
-    out = subprocess.run([str(python), "-c", probe], capture_output=True, text=True)
-    return out.stdout.strip() if out.returncode == 0 else None
-
-
 def evidently_python(version: str) -> Path:
     """The interpreter of Evidently's venv, creating it or bringing it to ``version``."""
-    python = EVIDENTLY_VENV / "bin" / "python"
-    if not python.exists():
-        print(f"creating {EVIDENTLY_VENV}", flush=True)
-        subprocess.run([sys.executable, "-m", "venv", str(EVIDENTLY_VENV)], check=True)
-        pip = [str(python), "-m", "pip", "install", "--quiet", "--upgrade", "pip"]
-        subprocess.run(pip, check=True)
-    have = installed(python, "evidently")
-    if have != version:
-        print(f"installing evidently=={version} (found {have})", flush=True)
-        pip = [str(python), "-m", "pip", "install", "--quiet", f"evidently=={version}", "pandas<3"]
-        subprocess.run(pip, check=True)
-        have = installed(python, "evidently")
-    print(f"Evidently {have} in {EVIDENTLY_VENV}", flush=True)
-    return python
+    return pinned_python(EVIDENTLY_VENV, "evidently", version, "Evidently", extra=["pandas<3"])
 
 
 def run_worker(python: Path, tool: str, mode: str, rows: int) -> dict[str, Any]:
@@ -98,25 +77,7 @@ def run_worker(python: Path, tool: str, mode: str, rows: int) -> dict[str, Any]:
     env = {**os.environ, "DO_NOT_TRACK": "1", "EVIDENTLY_DISABLE_TELEMETRY": "1"}
     with tempfile.TemporaryDirectory(prefix=f"bench-drift-{tool}-") as tmp:
         command = [str(python), str(WORKER), tool, mode, str(rows)]
-        out = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp)
-    if out.returncode != 0:
-        sys.stderr.write(out.stdout + out.stderr)
-        raise SystemExit(f"{tool} {mode} at {rows} rows failed with exit code {out.returncode}")
-    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
-    result: dict[str, Any] = json.loads(lines[-1])
-    return result
-
-
-def command_line() -> str:
-    """How this script was run, with paths inside the checkout made relative to it."""
-
-    def short(path: str) -> str:
-        try:
-            return str(Path(path).absolute().relative_to(HERE.parent))
-        except ValueError:
-            return path
-
-    return shlex.join([short(sys.executable), short(sys.argv[0]), *sys.argv[1:]])
+        return worker_json(command, env, tmp, f"{tool} {mode} at {rows} rows")
 
 
 def verdict(found: list[str]) -> dict[str, list[str]]:

@@ -40,7 +40,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import shlex
 import shutil
 import statistics
 import subprocess
@@ -59,6 +58,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from _machine import machine
+from _peers import command_line, pinned_python, worker_json
 
 HERE = Path(__file__).resolve().parent
 WORKER = HERE / "_features_worker.py"
@@ -159,29 +159,9 @@ def short_count(n: int) -> str:
 # -- Feast's environment --------------------------------------------------------------------
 
 
-def installed_feast(python: Path) -> str | None:
-    """The Feast version installed for ``python``, or None."""
-    probe = "import importlib.metadata as m; print(m.version('feast'))"
-    out = subprocess.run([str(python), "-c", probe], capture_output=True, text=True)
-    return out.stdout.strip() if out.returncode == 0 else None
-
-
 def feast_python(version: str) -> Path:
     """The interpreter of Feast's venv, creating it or bringing it to ``version``."""
-    python = FEAST_VENV / "bin" / "python"
-    if not python.exists():
-        print(f"creating {FEAST_VENV}", flush=True)
-        subprocess.run([sys.executable, "-m", "venv", str(FEAST_VENV)], check=True)
-        pip = [str(python), "-m", "pip", "install", "--quiet", "--upgrade", "pip"]
-        subprocess.run(pip, check=True)
-    have = installed_feast(python)
-    if have != version:
-        print(f"installing feast=={version} (found {have})", flush=True)
-        pip = [str(python), "-m", "pip", "install", "--quiet", f"feast=={version}"]
-        subprocess.run(pip, check=True)
-        have = installed_feast(python)
-    print(f"Feast {have} in {FEAST_VENV}", flush=True)
-    return python
+    return pinned_python(FEAST_VENV, "feast", version, "Feast")
 
 
 # -- data -------------------------------------------------------------------------------------
@@ -286,14 +266,8 @@ def run_worker(
     command += [f"--{k}={v}" for k, v in options.items()]
     started = time.perf_counter()
     # The folder is the working directory too, so nothing probes the caller's checkout.
-    out = subprocess.run(command, capture_output=True, text=True, env=environment, cwd=workdir)
-    process_seconds = time.perf_counter() - started
-    if out.returncode != 0:
-        sys.stderr.write(out.stdout[-5000:] + out.stderr[-20000:])
-        raise SystemExit(f"{tool} {workload} failed with exit code {out.returncode}")
-    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
-    result: dict[str, Any] = json.loads(lines[-1])
-    result["process_seconds"] = process_seconds
+    result = worker_json(command, environment, workdir, f"{tool} {workload}", tail=(5000, 20000))
+    result["process_seconds"] = time.perf_counter() - started
     return result
 
 
@@ -755,18 +729,6 @@ def source_state() -> dict[str, Any]:
         "commit": git("rev-parse", "HEAD").strip(),
         "uncommitted": [line[3:] for line in changed.splitlines() if line.strip()],
     }
-
-
-def command_line() -> str:
-    """How this script was run, with paths inside the checkout made relative to it."""
-
-    def short(path: str) -> str:
-        try:
-            return str(Path(path).absolute().relative_to(HERE.parent))
-        except ValueError:
-            return path
-
-    return shlex.join([short(sys.executable), short(sys.argv[0]), *sys.argv[1:]])
 
 
 def main() -> int:

@@ -26,7 +26,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import shlex
 import statistics
 import subprocess
 import sys
@@ -35,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from _machine import machine
+from _peers import command_line, installed, worker_json
 
 HERE = Path(__file__).resolve().parent
 WORKER = HERE / "_pipelines_worker.py"
@@ -48,11 +48,8 @@ def peer_python(tool: str) -> Path | None:
     """The interpreter of a peer's venv, created on first use; None when it cannot install."""
     venv = VENVS / tool
     python = venv / "bin" / "python"
-    probe = f"import importlib.metadata as m; print(m.version('{tool}'))"
-    if python.exists():
-        have = subprocess.run([str(python), "-c", probe], capture_output=True, text=True)
-        if have.returncode == 0:
-            return python
+    if python.exists() and installed(python, tool) is not None:
+        return python
     print(f"creating {venv} with {PEERS[tool]}", flush=True)
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     pip = [str(python), "-m", "pip", "install", "--quiet", "--upgrade", "pip", PEERS[tool]]
@@ -70,25 +67,7 @@ def run_worker(python: Path, tool: str, n: int) -> dict[str, Any]:
         env["PYTHONPATH"] = str(HERE.parent / "src")
     with tempfile.TemporaryDirectory(prefix=f"bench-{tool}-") as tmp:
         command = [str(python), str(WORKER), tool, str(n), tmp]
-        out = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp)
-    if out.returncode != 0:
-        sys.stderr.write(out.stdout[-4000:] + out.stderr[-4000:])
-        raise SystemExit(f"{tool} ({n}) failed with exit code {out.returncode}")
-    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
-    result: dict[str, Any] = json.loads(lines[-1])
-    return result
-
-
-def command_line() -> str:
-    """How this script was run, with paths inside the checkout made relative to it."""
-
-    def short(path: str) -> str:
-        try:
-            return str(Path(path).absolute().relative_to(HERE.parent))
-        except ValueError:
-            return path
-
-    return shlex.join([short(sys.executable), short(sys.argv[0]), *sys.argv[1:]])
+        return worker_json(command, env, tmp, f"{tool} ({n})", tail=(4000, 4000))
 
 
 def main() -> int:

@@ -43,7 +43,9 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from tracking_vs_mlflow import MLFLOW_VERSION, machine, mlflow_python  # noqa: E402
+from _machine import machine  # noqa: E402
+from _peers import worker_json  # noqa: E402
+from tracking_vs_mlflow import MLFLOW_VERSION, mlflow_python  # noqa: E402
 
 WORKER = HERE / "_serving_worker.py"
 RESULTS = HERE / "results" / "serving.json"
@@ -391,16 +393,8 @@ def mlflow_side(
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
     with tempfile.TemporaryDirectory(prefix="bench-serving-mlflow-") as tmp:
         np.savez(Path(tmp) / "data.npz", X=X, y=y)
-        fit = subprocess.run(
-            [str(python), str(WORKER), str(Path(tmp) / "data.npz"), tmp],
-            capture_output=True,
-            text=True,
-            env=env,
-            cwd=tmp,
-        )
-        if fit.returncode != 0:
-            raise SystemExit(f"mlflow model fit failed:\n{fit.stdout}{fit.stderr}")
-        model = json.loads(fit.stdout.strip().splitlines()[-1])["model"]
+        fit = [str(python), str(WORKER), str(Path(tmp) / "data.npz"), tmp]
+        model = worker_json(fit, env, tmp, "mlflow model fit")["model"]
         port = free_port()
         mlflow_bin = python.parent / "mlflow"
         # MLflow starts its scoring server by running ``uvicorn`` from the PATH.

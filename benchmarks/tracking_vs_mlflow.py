@@ -26,15 +26,14 @@ import argparse
 import datetime as dt
 import json
 import os
-import shlex
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from _machine import machine
+from _peers import command_line, pinned_python, worker_json
 
 HERE = Path(__file__).resolve().parent
 WORKER = HERE / "_tracking_worker.py"
@@ -63,29 +62,9 @@ ROWS = [
 GOAL_FIGURES = {("single", "points_per_s"), ("batch", "points_per_s"), ("search", "p50_ms")}
 
 
-def installed_mlflow(python: Path) -> str | None:
-    """The MLflow version installed for ``python``, or None."""
-    probe = "import importlib.metadata as m; print(m.version('mlflow'))"
-    out = subprocess.run([str(python), "-c", probe], capture_output=True, text=True)
-    return out.stdout.strip() if out.returncode == 0 else None
-
-
 def mlflow_python(version: str) -> Path:
     """The interpreter of MLflow's venv, creating it or bringing it to ``version``."""
-    python = MLFLOW_VENV / "bin" / "python"
-    if not python.exists():
-        print(f"creating {MLFLOW_VENV}", flush=True)
-        subprocess.run([sys.executable, "-m", "venv", str(MLFLOW_VENV)], check=True)
-        pip = [str(python), "-m", "pip", "install", "--quiet", "--upgrade", "pip"]
-        subprocess.run(pip, check=True)
-    have = installed_mlflow(python)
-    if have != version:
-        print(f"installing mlflow=={version} (found {have})", flush=True)
-        pip = [str(python), "-m", "pip", "install", "--quiet", f"mlflow=={version}"]
-        subprocess.run(pip, check=True)
-        have = installed_mlflow(python)
-    print(f"MLflow {have} in {MLFLOW_VENV}", flush=True)
-    return python
+    return pinned_python(MLFLOW_VENV, "mlflow", version, "MLflow")
 
 
 def run_worker(python: Path, tool: str, workload: str, sizes: dict[str, int]) -> dict[str, Any]:
@@ -98,25 +77,7 @@ def run_worker(python: Path, tool: str, workload: str, sizes: dict[str, int]) ->
         command = [str(python), str(WORKER), tool, workload, tmp]
         command += [f"--{k}={v}" for k, v in options.items()]
         # The folder is the working directory too, so nothing probes the caller's checkout.
-        out = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp)
-    if out.returncode != 0:
-        sys.stderr.write(out.stdout + out.stderr)
-        raise SystemExit(f"{tool} {workload} failed with exit code {out.returncode}")
-    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
-    result: dict[str, Any] = json.loads(lines[-1])
-    return result
-
-
-def command_line() -> str:
-    """How this script was run, with paths inside the checkout made relative to it."""
-
-    def short(path: str) -> str:
-        try:
-            return str(Path(path).absolute().relative_to(HERE.parent))
-        except ValueError:
-            return path
-
-    return shlex.join([short(sys.executable), short(sys.argv[0]), *sys.argv[1:]])
+        return worker_json(command, env, tmp, f"{tool} {workload}")
 
 
 def median_figure(results: list[dict[str, Any]], figure: str) -> float:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import socket
+
+#: This machine's name, as records of runs and servers store it.
+HOST = socket.gethostname()
 
 
 def pid_alive(pid: int) -> bool:
@@ -21,3 +25,9 @@ def pid_alive(pid: int) -> bool:
             return fh.read().split(")", 1)[1].split()[0] != "Z"
     except OSError:
         return True
+
+
+def died_here(host: str | None, pid: int | None) -> bool:
+    """Whether a record's process ran on this host and has exited (records from other hosts,
+    or without a pid, cannot be judged here and count as alive)."""
+    return host == HOST and bool(pid) and not pid_alive(int(pid or 0))

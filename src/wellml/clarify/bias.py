@@ -265,6 +265,11 @@ def _difference(x: float, y: float) -> float:
     return x - y
 
 
+def _ratio_gap(num_1: float, den_1: float, num_2: float, den_2: float) -> float:
+    """``num_1/den_1 − num_2/den_2`` with Clarify's division and difference."""
+    return _difference(_divide(num_1, den_1), _divide(num_2, den_2))
+
+
 def _ci(x: _Data) -> float:
     """Class Imbalance: ``(n_a − n_d)/(n_a + n_d)`` (``smclarify pretraining.CI``)."""
     c = x.counts
@@ -376,49 +381,49 @@ def _di(x: _Data) -> float:
 def _dca(x: _Data) -> float:
     """``n_a(1)/n̂_a(1) − n_d(1)/n̂_d(1)`` (``smclarify common.DCO``, first value)."""
     c = x.counts
-    return _difference(_divide(c.n_a1, c.nh_a1), _divide(c.n_d1, c.nh_d1))
+    return _ratio_gap(c.n_a1, c.nh_a1, c.n_d1, c.nh_d1)
 
 
 def _dcr(x: _Data) -> float:
     """``n_d(0)/n̂_d(0) − n_a(0)/n̂_a(0)`` (``smclarify common.DCO``, second value)."""
     c = x.counts
-    return _difference(_divide(c.n_d0, c.nh_d0), _divide(c.n_a0, c.nh_a0))
+    return _ratio_gap(c.n_d0, c.nh_d0, c.n_a0, c.nh_a0)
 
 
 def _rd(x: _Data) -> float:
     """Recall difference ``TP_a/(TP_a+FN_a) − TP_d/(TP_d+FN_d)`` (``smclarify common.DLA``)."""
     c = x.counts
-    return _difference(_divide(c.tp_a, c.tp_a + c.fn_a), _divide(c.tp_d, c.tp_d + c.fn_d))
+    return _ratio_gap(c.tp_a, c.tp_a + c.fn_a, c.tp_d, c.tp_d + c.fn_d)
 
 
 def _sd(x: _Data) -> float:
     """Specificity difference ``TN_d/(TN_d+FP_d) − TN_a/(TN_a+FP_a)`` (``common.DLA``)."""
     c = x.counts
-    return _difference(_divide(c.tn_d, c.tn_d + c.fp_d), _divide(c.tn_a, c.tn_a + c.fp_a))
+    return _ratio_gap(c.tn_d, c.tn_d + c.fp_d, c.tn_a, c.tn_a + c.fp_a)
 
 
 def _dar(x: _Data) -> float:
     """Precision difference ``TP_a/n̂_a(1) − TP_d/n̂_d(1)`` (``smclarify common.DLR``)."""
     c = x.counts
-    return _difference(_divide(c.tp_a, c.nh_a1), _divide(c.tp_d, c.nh_d1))
+    return _ratio_gap(c.tp_a, c.nh_a1, c.tp_d, c.nh_d1)
 
 
 def _drr(x: _Data) -> float:
     """``TN_d/n̂_d(0) − TN_a/n̂_a(0)``, the negative predictive values (``common.DLR``)."""
     c = x.counts
-    return _difference(_divide(c.tn_d, c.nh_d0), _divide(c.tn_a, c.nh_a0))
+    return _ratio_gap(c.tn_d, c.nh_d0, c.tn_a, c.nh_a0)
 
 
 def _ad(x: _Data) -> float:
     """Accuracy difference ``ACC_a − ACC_d`` (``smclarify posttraining.AD``)."""
     c = x.counts
-    return _difference(_divide(c.tp_a + c.tn_a, c.n_a), _divide(c.tp_d + c.tn_d, c.n_d))
+    return _ratio_gap(c.tp_a + c.tn_a, c.n_a, c.tp_d + c.tn_d, c.n_d)
 
 
 def _te(x: _Data) -> float:
     """Treatment equality ``FN_d/FP_d − FN_a/FP_a`` (``smclarify posttraining.TE``)."""
     c = x.counts
-    return _difference(_divide(c.fn_d, c.fp_d), _divide(c.fn_a, c.fp_a))
+    return _ratio_gap(c.fn_d, c.fp_d, c.fn_a, c.fp_a)
 
 
 def _cddpl(x: _Data) -> float:
@@ -979,6 +984,11 @@ def _analyse(
 # The public objects and functions
 
 
+def _params(analysis: Any) -> dict[str, Any]:
+    """The fields of a bias analysis dataclass by name, as passed."""
+    return {f.name: getattr(analysis, f.name) for f in fields(analysis)}
+
+
 @dataclass(frozen=True, kw_only=True)
 class PretrainingBias:
     """Pre-training bias: how a dataset's labels differ between facet d and facet a.
@@ -1008,7 +1018,7 @@ class PretrainingBias:
 
     def get_params(self) -> dict[str, Any]:
         """The parameters by name, as passed (``type(b)(**b.get_params()) == b``)."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return _params(self)
 
     def compute(self, df: pd.DataFrame) -> BiasReport:
         """Measure the pre-training bias metrics on ``df``.
@@ -1068,7 +1078,7 @@ class PosttrainingBias:
 
     def get_params(self) -> dict[str, Any]:
         """The parameters by name, as passed (``type(b)(**b.get_params()) == b``)."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return _params(self)
 
     def compute(self, df: pd.DataFrame, *, model: Model | None = None) -> BiasReport:
         """Measure the post-training bias metrics on ``df``.

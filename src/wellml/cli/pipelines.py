@@ -3,6 +3,7 @@ trigger them on new dataset versions, and run the scheduler."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import StrEnum
 from typing import Annotated
 
@@ -266,6 +267,14 @@ def _params_for(pipeline: str, pairs: list[str] | None) -> dict[str, object]:
     return state.open().pipelines.load(pipeline).parse_params(pairs or [])
 
 
+def _report_schedule(sched: Schedule, format: Format, message: Callable[[], str]) -> None:
+    """Print a new or changed schedule/trigger: its record as JSON, or a one-line note."""
+    if format is Format.json:
+        emit_json(sched.to_dict())
+        return
+    err_console.print(message())
+
+
 @app.command("schedule")
 def schedule(
     pipeline: Annotated[
@@ -297,12 +306,13 @@ def schedule(
         executor=executor,
         replace=replace,
     )
-    if format is Format.json:
-        emit_json(sched.to_dict())
-        return
-    err_console.print(
-        f"scheduled {escape(sched.pipeline)} as {escape(repr(sched.name))}: {escape(sched.when)}, "
-        f"next at {when(sched.next_at())}"
+    _report_schedule(
+        sched,
+        format,
+        lambda: (
+            f"scheduled {escape(sched.pipeline)} as {escape(repr(sched.name))}: "
+            f"{escape(sched.when)}, next at {when(sched.next_at())}"
+        ),
     )
 
 
@@ -343,11 +353,13 @@ def trigger(
         executor=executor,
         replace=replace,
     )
-    if format is Format.json:
-        emit_json(sched.to_dict())
-        return
-    err_console.print(
-        f"trigger {escape(repr(sched.name))}: {escape(sched.pipeline)} runs on {escape(sched.when)}"
+    _report_schedule(
+        sched,
+        format,
+        lambda: (
+            f"trigger {escape(repr(sched.name))}: {escape(sched.pipeline)} "
+            f"runs on {escape(sched.when)}"
+        ),
     )
 
 

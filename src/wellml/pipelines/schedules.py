@@ -27,7 +27,6 @@ import datetime as dt
 import logging
 import os
 import re
-import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -40,7 +39,7 @@ from wellml.config import current_user
 from wellml.errors import Conflict, InvalidInput, NotFound, WellmlError
 from wellml.names import check_name
 from wellml.pipelines.executors import EXECUTORS
-from wellml.processes import pid_alive
+from wellml.processes import HOST, died_here
 from wellml.store import pipelines as sql
 from wellml.store.metadata import new_id, now
 
@@ -49,7 +48,6 @@ if TYPE_CHECKING:
     from wellml.pipelines.service import Pipelines
 
 log = logging.getLogger("wellml.pipelines")
-_HOST = socket.gethostname()
 KINDS = ("cron", "dataset")
 FIRING_STATUSES = ("running", "completed", "blocked", "failed", "interrupted")
 
@@ -415,7 +413,7 @@ class Scheduler:
     pipelines: Pipelines
     executor: str = "local"
     on_firing: Callable[[Firing], None] | None = None
-    identity: str = field(default_factory=lambda: f"{_HOST}:{os.getpid()}")
+    identity: str = field(default_factory=lambda: f"{HOST}:{os.getpid()}")
 
     def __post_init__(self) -> None:
         _check_executor(self.executor)
@@ -522,7 +520,7 @@ class Scheduler:
             "params": params,
             "status": "running",
             "claimed_by": self.identity,
-            "host": _HOST,
+            "host": HOST,
             "pid": os.getpid(),
             "pipeline_run_id": None,
             "error": None,
@@ -579,13 +577,9 @@ class Scheduler:
         """Mark firings whose scheduler process on this host has died as interrupted (and their
         retrain triggers failed); return how many."""
         with self._store.read() as conn:
-            dead = [
-                r
-                for r in sql.running_firings(conn)
-                if r["host"] == _HOST and r["pid"] and not pid_alive(r["pid"])
-            ]
+            dead = [r for r in sql.running_firings(conn) if died_here(r["host"], r["pid"])]
         for r in dead:
-            error = f"scheduler process {r['pid']} on {_HOST} exited before the run ended"
+            error = f"scheduler process {r['pid']} on {HOST} exited before the run ended"
             with self._store.write() as conn:
                 if (
                     sql.interrupt_firing(conn, r["id"], ended_at=now(), error=error)

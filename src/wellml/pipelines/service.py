@@ -6,7 +6,6 @@ from __future__ import annotations
 import builtins
 import importlib
 import logging
-import socket
 import sys
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -17,7 +16,7 @@ from wellml.pipelines.executors import Executor, make_executor
 from wellml.pipelines.records import PipelineRun, StepRun, run_from_rows
 from wellml.pipelines.runner import RunOrchestrator
 from wellml.pipelines.values import load_value
-from wellml.processes import pid_alive
+from wellml.processes import HOST, died_here
 from wellml.store import pipelines as sql
 from wellml.store.metadata import new_id, now
 
@@ -27,7 +26,6 @@ if TYPE_CHECKING:
     from wellml.workspace import Workspace
 
 log = logging.getLogger("wellml.pipelines")
-_HOST = socket.gethostname()
 
 
 class Pipelines:
@@ -234,11 +232,7 @@ class Pipelines:
     def reap_interrupted(self) -> int:
         """Mark runs whose process on this host has died as interrupted; return how many."""
         with self._store.read() as conn:
-            dead = [
-                r
-                for r in sql.running_runs(conn)
-                if r["host"] == _HOST and r["pid"] and not pid_alive(r["pid"])
-            ]
+            dead = [r for r in sql.running_runs(conn) if died_here(r["host"], r["pid"])]
         reaped = 0
         for r in dead:
             with self._store.write() as conn:
@@ -246,7 +240,7 @@ class Pipelines:
                     conn,
                     r["id"],
                     ended_at=now(),
-                    error=f"process {r['pid']} on {_HOST} exited before the run ended",
+                    error=f"process {r['pid']} on {HOST} exited before the run ended",
                 )
         if reaped:
             log.warning("marked %d pipeline run(s) of dead processes interrupted", reaped)

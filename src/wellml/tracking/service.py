@@ -6,7 +6,6 @@ import functools
 import math
 import os
 import re
-import socket
 import time
 import traceback
 from collections.abc import Iterator, Mapping, Sequence
@@ -22,7 +21,7 @@ from wellml.config import current_user
 from wellml.errors import Conflict, InvalidInput, NotFound
 from wellml.lineage.graph import LineageService
 from wellml.names import check_name
-from wellml.processes import pid_alive
+from wellml.processes import HOST, died_here
 from wellml.store import tracking as sql
 from wellml.store.artifacts import ArtifactStore
 from wellml.store.metadata import MetadataStore, new_id, now
@@ -30,7 +29,6 @@ from wellml.tracking.resources import ResourceMeter, cpu_watts
 
 RUN_STATUSES = ("running", "finished", "failed", "killed")
 _KEY = re.compile(r"^[A-Za-z0-9_.\-/ :]{1,250}$")
-_HOST = socket.gethostname()
 
 
 @dataclass(frozen=True)
@@ -463,7 +461,7 @@ class Tracking:
                     "started_at": now(),
                     "heartbeat_at": now(),
                     "pid": os.getpid(),
-                    "host": _HOST,
+                    "host": HOST,
                     "lineage_execution_id": exec_id,
                 },
             )
@@ -592,18 +590,14 @@ class Tracking:
     def reap_dead_runs(self) -> int:
         """Mark runs whose process on this host has died as killed; return how many."""
         with self._store.read() as conn:
-            candidates = [
-                r
-                for r in sql.running_runs(conn)
-                if r["host"] == _HOST and r["pid"] and not pid_alive(r["pid"])
-            ]
+            candidates = [r for r in sql.running_runs(conn) if died_here(r["host"], r["pid"])]
         for r in candidates:
             with self._store.write() as conn:
                 sql.set_run_status(
                     conn,
                     r["id"],
                     "killed",
-                    f"process {r['pid']} on {_HOST} exited without ending the run",
+                    f"process {r['pid']} on {HOST} exited without ending the run",
                 )
                 row = sql.get_runs(conn, [r["id"]])
                 if row:

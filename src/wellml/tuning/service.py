@@ -23,7 +23,6 @@ import json
 import logging
 import os
 import re
-import socket
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -31,10 +30,11 @@ from typing import TYPE_CHECKING, Any
 from wellml.config import current_user
 from wellml.errors import InvalidInput, NotFound, UserCodeError, WellmlError
 from wellml.names import check_name
-from wellml.processes import pid_alive
+from wellml.processes import HOST, died_here
 from wellml.store import tuning as sql
 from wellml.store.metadata import new_id, now
 from wellml.tracking.resources import cpu_watts, record_usage
+from wellml.tracking.service import _KEY as _TRACKING_KEY
 from wellml.tuning.objective import (
     EstimatorObjective,
     Metric,
@@ -64,8 +64,7 @@ if TYPE_CHECKING:
     from wellml.workspace import Workspace
 
 log = logging.getLogger("wellml.tuning")
-_HOST = socket.gethostname()
-_KEY = re.compile(r"^[A-Za-z0-9_.\-/ :]{1,250}$")
+_KEY = _TRACKING_KEY  # the same rule as run metric and param keys
 EXECUTORS = ("local", "ray")
 
 
@@ -301,7 +300,7 @@ class Tuning:
             "n_trials": n_trials,
             "timeout": timeout,
             "executor": executor,
-            "host": _HOST,
+            "host": HOST,
             "pid": os.getpid(),
         }
 
@@ -704,9 +703,7 @@ class Tuning:
             dead = [
                 r
                 for r in sql.running_studies(conn)
-                if (r["settings"] or {}).get("host") == _HOST
-                and (r["settings"] or {}).get("pid")
-                and not pid_alive(int(r["settings"]["pid"]))
+                if died_here((r["settings"] or {}).get("host"), (r["settings"] or {}).get("pid"))
             ]
         for r in dead:
             self._end_study(r["id"], "interrupted", "the process running the study exited")

@@ -183,3 +183,15 @@ def test_ground_truth_from_a_csv_file(
         "request",
     )
     assert (got["rows"], got["matched"], got["dataset"]) == (50, 50, "ep-ground-truth@1")
+
+
+def test_ground_truth_from_an_unsupported_file_is_refused(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from wellml.cli.app import main
+    from wellml.workspace import Workspace
+
+    Workspace.init(tmp_path / "ws", name="gt").close()
+    bad = tmp_path / "labels.xlsx"
+    bad.write_text("inference_id,label\nabc,1\n")
+    code = main(["--workspace", str(tmp_path / "ws"), "monitor", "ground-truth", "churn", str(bad)])
+    err = capsys.readouterr().err
+    assert code == 1 and "unsupported file type" in err

@@ -463,9 +463,11 @@ def ground_truth(
     data: Any = source
     path = Path(source)
     if path.exists():
-        import pandas as pd
+        from wellml.data.catalog import read_source
 
-        data = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+        # One reader for every file the CLI takes: CSV, Parquet or JSON lines, and a clear
+        # error for anything else (rather than reading it as CSV).
+        data = read_source(path)[0].to_pandas()
     result = ws.monitoring.ingest_ground_truth(endpoint, data, label=label, inference_id=id_column)
     if format is Format.json:
         emit_json(result.to_dict())

@@ -1,5 +1,5 @@
 """``wellml monitor`` from the shell: baseline, constraints, create, list, run, history, alerts,
-run-due, triggers, report, ground-truth and poisoning, with ``--format json``."""
+run-due, triggers, report, ground-truth, poisoning and review, with ``--format json``."""
 
 from __future__ import annotations
 
@@ -132,7 +132,7 @@ def test_baseline_constraints_monitor_run_history_alerts(
     assert code == 0 and (project / "x.json").exists()
 
     due = js(capsys, "monitor", "run-due")
-    assert due == {"runs": [], "retraining": []}
+    assert due == {"runs": [], "retraining": [], "review": []}
 
 
 def test_poisoning_exits_non_zero_when_blocked(
@@ -195,3 +195,114 @@ def test_ground_truth_from_an_unsupported_file_is_refused(tmp_path, capsys) -> N
     code = main(["--workspace", str(tmp_path / "ws"), "monitor", "ground-truth", "churn", str(bad)])
     err = capsys.readouterr().err
     assert code == 1 and "unsupported file type" in err
+
+
+def test_review_queue_from_the_shell(
+    served: Workspace, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ws = ["--workspace", str(served.root)]
+    traffic = customers(200, 7)
+    capture(served, traffic)
+    setup = js(capsys, *ws, "monitor", "review", "setup", "ep", "--threshold", "0.8")
+    assert setup["threshold"] == 0.8 and setup["counts"]["pending"] == 0
+    (scan,) = js(capsys, *ws, "monitor", "review", "fill")
+    assert scan["endpoint"] == "ep" and scan["scanned_rows"] == 200 and scan["queued"] > 3
+    items = js(capsys, *ws, "monitor", "review", "list", "ep", "--limit", "3")
+    assert len(items) == 3 and items[0]["confidence"] <= items[1]["confidence"]
+    code, out, _ = run(capsys, *ws, "monitor", "review", "list", "ep")
+    assert code == 0 and "pending" in out
+
+    first, second, third = (i["id"] for i in items)
+    done = js(capsys, *ws, "monitor", "review", "label", "ep", f"{first}=1", "--reviewer", "bo")
+    assert done["labelled"] == 1 and done["ground_truth"]["matched"] == 1
+    sheet = tmp_path / "sheet.csv"
+    code, _, err = run(capsys, *ws, "monitor", "review", "export", "ep", str(sheet))
+    assert code == 0 and sheet.exists()
+    frame = pd.read_csv(sheet)
+    frame.loc[frame["item_id"] == second, "label"] = 0
+    frame.to_csv(sheet, index=False)
+    done = js(capsys, *ws, "monitor", "review", "label", "ep", "--file", str(sheet))
+    assert done["items"] == [second]
+    code, out, _ = run(capsys, *ws, "monitor", "review", "skip", "ep", third, "--note", "x")
+    assert code == 0 and "1 item(s) skipped" in out
+    assert js(capsys, *ws, "monitor", "review", "resend", "ep") is None
+
+    # Bad input: one clear line and exit 1.
+    code, _, err = run(capsys, *ws, "monitor", "review", "label", "ep", f"{first}=1")
+    assert code == 1 and "already labelled" in err
+    code, _, err = run(capsys, *ws, "monitor", "review", "label", "ep")
+    assert code == 1 and "ITEM=LABEL pairs or --file" in err
+    code, _, err = run(capsys, *ws, "monitor", "review", "label", "ep", "no-equals-sign")
+    assert code == 1 and "is not KEY=VALUE" in err
+    code, _, err = run(capsys, *ws, "monitor", "review", "setup", "ep", "--threshold", "2")
+    assert code == 1 and "threshold must be in (0, 1]" in err
+    code, _, err = run(capsys, *ws, "monitor", "review", "list", "ep", "--status", "odd")
+    assert code == 1 and "status must be one of" in err
+
+
+def test_attribution_monitor_from_the_shell(
+    served: Workspace, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ws = ["--workspace", str(served.root)]
+    mon = js(
+        capsys,
+        *ws,
+        "monitor",
+        "create",
+        "--endpoint",
+        "ep",
+        "--kind",
+        "feature_attribution_drift",
+        "-o",
+        "max_rows=100",
+        "-o",
+        "n_samples=64",
+        "-t",
+        "ndcg=0.8",
+    )
+    assert mon["name"] == "ep-feature-attribution-drift"
+    assert mon["config"]["options"]["max_rows"] == 100
+    capture(served, customers(120, 8))
+    code, out, _ = run(capsys, *ws, "monitor", "run", "ep-feature-attribution-drift")
+    assert code == 0 and "NDCG" in out and "threshold 0.8" in out
+
+
+def test_malformed_monitor_arguments_are_refused(
+    project: Path, served: Workspace, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(capsys, "monitor", "baseline", "ref@1", "--features", "x,plan")
+    assert code == 0
+    code, _, err = run(capsys, "monitor", "constraints", "ref", "--set", "x.completeness")
+    assert code == 1 and "--set 'x.completeness' is not KEY=VALUE" in err
+    code, _, err = run(capsys, "monitor", "constraints", "ref", "--set", "=1")
+    assert code == 1 and "is not KEY=VALUE" in err
+    code, _, err = run(capsys, "monitor", "run-due", "--interval", "0")
+    assert code == 1 and "--interval must be a positive number" in err
+    code, _, err = run(capsys, "monitor", "run-due", "--loop", "--interval", "-5")
+    assert code == 1 and "--interval must be a positive number" in err
+    code, _, err = run(
+        capsys, "monitor", "create", "--dataset", "live", "--baseline", "ref@1", "-t", "psi=high"
+    )
+    assert code == 1 and "threshold psi takes a number" in err
+
+    # Ground truth without its label or id column names what is missing.
+    ws = ["--workspace", str(served.root)]
+    ids = capture(served, customers(10, 9))
+    labels = tmp_path / "labels.csv"
+    pd.DataFrame({"inference_id": ids, "churned": 1}).to_csv(labels, index=False)
+    code, _, err = run(capsys, *ws, "monitor", "ground-truth", "ep", str(labels))
+    assert code == 1 and "lacks column(s) label" in err
+    code, _, err = run(
+        capsys,
+        *ws,
+        "monitor",
+        "ground-truth",
+        "ep",
+        str(labels),
+        "--label",
+        "churned",
+        "--id",
+        "rid",
+    )
+    assert code == 1 and "lacks column(s) rid" in err
+    assert served.data.versions("ep-ground-truth") == []

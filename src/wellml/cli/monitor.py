@@ -4,6 +4,7 @@ runs, schedules, alerts, ground truth and the data-poisoning guard."""
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -23,7 +24,8 @@ from wellml.cli.output import (
 from wellml.errors import InvalidInput
 
 app = typer.Typer(
-    help="Model monitors: baselines, data quality and drift, model quality, bias drift, alerts.",
+    help="Model monitors: baselines, data quality and drift, model quality, bias and "
+    "feature-attribution drift, alerts, human review.",
     no_args_is_help=True,
 )
 
@@ -96,6 +98,21 @@ def _show_execution(result: Any) -> None:
                 for c in report.get("comparisons", [])
             ],
         )
+    elif data["kind"] == "feature_attribution_drift":
+        show_table(
+            f"{title} (NDCG {report['ndcg']:.4f}, threshold {report['threshold']})",
+            ("feature", "baseline", "current", "rank", "was"),
+            [
+                (
+                    f["feature"],
+                    f"{f['baseline']:.4g}",
+                    f"{f['current']:.4g}",
+                    f["current_rank"],
+                    f["baseline_rank"],
+                )
+                for f in report.get("features", [])
+            ],
+        )
     else:
         console.print(title)
     if data["violations"]:
@@ -135,7 +152,10 @@ def create(
         str | None, typer.Option("--dataset", "-d", help="Dataset name to watch instead.")
     ] = None,
     kind: Annotated[
-        str, typer.Option(help="data_drift, data_quality, model_quality or bias_drift.")
+        str,
+        typer.Option(
+            help="data_drift, data_quality, model_quality, bias_drift or feature_attribution_drift."
+        ),
     ] = "data_drift",
     baseline: Annotated[str | None, typer.Option(help="Baseline reference (name@N).")] = None,
     schedule: Annotated[str | None, typer.Option(help="Cron expression, e.g. '0 * * * *'.")] = None,
@@ -253,21 +273,36 @@ def run_due(
     dispatch: Annotated[
         bool, typer.Option(help="Also run the pipelines of pending retrain triggers.")
     ] = False,
+    review: Annotated[
+        bool, typer.Option(help="Also queue new low-confidence predictions for review.")
+    ] = True,
     format: FormatOpt = Format.table,
 ) -> None:
     """Run every scheduled monitor whose cron slot is due (once per slot, even across
-    restarts). For cron, call it every minute; or keep it running with --loop."""
+    restarts), and fill the review queues. For cron, call it every minute; or keep it
+    running with --loop (with --format json, one JSON document per line and pass)."""
+    if not interval > 0:
+        raise InvalidInput(f"--interval must be a positive number of seconds, not {interval}")
     ws = state.open()
     while True:
         results = ws.monitoring.run_due()
         dispatched = ws.monitoring.dispatch_retraining() if dispatch else []
+        scans = [s.to_dict() for s in ws.monitoring.reviews.fill()] if review else []
         if format is Format.json:
-            emit_json({"runs": results, "retraining": dispatched})
+            doc = {"runs": results, "retraining": dispatched, "review": scans}
+            if loop:
+                sys.stdout.write(json.dumps(doc, default=str) + "\n")
+                sys.stdout.flush()
+            else:
+                emit_json(doc)
         else:
             for r in results:
                 console.print(f"{when(r['slot'])} {r['monitor']}: {r['outcome']} ({r['message']})")
             for d in dispatched:
                 console.print(f"retrain trigger {d['trigger']}: {d['status']}")
+            for sc in scans:
+                if sc["queued"]:
+                    console.print(f"review queue of {sc['endpoint']}: {sc['queued']} new item(s)")
             if not results and not loop:
                 console.print("nothing due")
         if not loop:
@@ -510,3 +545,152 @@ def poisoning(
         console.print("[bold red]BLOCKED[/]" if report.blocked else "passed")
     if report.blocked:
         raise typer.Exit(1)
+
+
+# -- human review ------------------------------------------------------------------------------
+
+review_app = typer.Typer(
+    help="Human review of low-confidence predictions; labels become ground truth.",
+    no_args_is_help=True,
+)
+app.add_typer(review_app, name="review")
+
+
+def _show_review_summary(summary: dict[str, Any]) -> None:
+    counts = summary["counts"]
+    console.print(
+        f"review queue of {summary['endpoint']} (probability < {summary['threshold']}): "
+        + ", ".join(f"{n} {status}" for status, n in counts.items())
+    )
+
+
+@review_app.command("setup")
+def review_setup(
+    endpoint: Annotated[str, typer.Argument(help="The endpoint whose predictions are reviewed.")],
+    threshold: Annotated[
+        float, typer.Option(help="Queue rows whose predicted-class probability is below this.")
+    ] = 0.6,
+    format: FormatOpt = Format.table,
+) -> None:
+    """Create an endpoint's review queue, or change its threshold."""
+    summary = state.open().monitoring.reviews.configure(endpoint, threshold=threshold)
+    if format is Format.json:
+        emit_json(summary)
+        return
+    _show_review_summary(summary)
+
+
+@review_app.command("fill")
+def review_fill(
+    endpoint: Annotated[
+        str | None, typer.Argument(help="One endpoint (default: every review queue).")
+    ] = None,
+    format: FormatOpt = Format.table,
+) -> None:
+    """Queue the low-confidence rows captured since the last scan."""
+    scans = state.open().monitoring.reviews.fill(endpoint)
+    if format is Format.json:
+        emit_json([s.to_dict() for s in scans])
+        return
+    for s in scans:
+        console.print(f"{s.endpoint}: {s.queued} of {s.scanned_rows} new row(s) queued")
+    if not scans:
+        console.print("no review queues")
+
+
+@review_app.command("list")
+def review_list(
+    endpoint: Annotated[str, typer.Argument(help="The endpoint.")],
+    status: Annotated[str, typer.Option(help="pending, labelled, skipped or all.")] = "pending",
+    limit: Annotated[int, typer.Option(help="At most this many items.")] = 50,
+    format: FormatOpt = Format.table,
+) -> None:
+    """Items of an endpoint's review queue, least confident first."""
+    reviews = state.open().monitoring.reviews
+    items = reviews.items(endpoint, status=None if status == "all" else status, limit=limit)
+    if format is Format.json:
+        emit_json([i.to_dict() for i in items])
+        return
+    _show_review_summary(reviews.summary(endpoint))
+    show_table(
+        None,
+        ("item", "confidence", "prediction", "inputs", "status", "label", "reviewer"),
+        [
+            (
+                i.id,
+                f"{i.confidence:.3f}",
+                i.prediction,
+                json.dumps(i.inputs, default=str)[:80],
+                i.status,
+                i.label,
+                i.reviewer,
+            )
+            for i in items
+        ],
+    )
+
+
+@review_app.command("label")
+def review_label(
+    endpoint: Annotated[str, typer.Argument(help="The endpoint.")],
+    labels: Annotated[
+        list[str] | None, typer.Argument(help="ITEM=LABEL pairs.", show_default=False)
+    ] = None,
+    file: Annotated[
+        Path | None,
+        typer.Option("--file", help="CSV/Parquet/JSON lines with item_id and label columns."),
+    ] = None,
+    reviewer: Annotated[str | None, typer.Option(help="Who labelled (default: you).")] = None,
+    note: Annotated[str | None, typer.Option(help="A note kept on each item.")] = None,
+    format: FormatOpt = Format.table,
+) -> None:
+    """Label review items; the labels are sent as the endpoint's ground truth."""
+    if (file is None) == (not labels):
+        raise InvalidInput("give ITEM=LABEL pairs or --file, not both or neither")
+    given: Any = (
+        file if file is not None else {k: _value(v) for k, v in _pairs(labels, "label").items()}
+    )
+    result = state.open().monitoring.reviews.label(endpoint, given, reviewer=reviewer, note=note)
+    if format is Format.json:
+        emit_json(result)
+        return
+    truth = result["ground_truth"]
+    console.print(
+        f"{result['labelled']} item(s) labelled; ground truth {truth['dataset']} "
+        f"({truth['matched']} matched a captured inference)"
+    )
+
+
+@review_app.command("skip")
+def review_skip(
+    endpoint: Annotated[str, typer.Argument(help="The endpoint.")],
+    items: Annotated[list[str], typer.Argument(help="Item ids.")],
+    reviewer: Annotated[str | None, typer.Option(help="Who skipped (default: you).")] = None,
+    note: Annotated[str | None, typer.Option(help="Why.")] = None,
+) -> None:
+    """Close review items without a label."""
+    n = state.open().monitoring.reviews.skip(endpoint, items, reviewer=reviewer, note=note)
+    console.print(f"{n} item(s) skipped")
+
+
+@review_app.command("export")
+def review_export(
+    endpoint: Annotated[str, typer.Argument(help="The endpoint.")],
+    path: Annotated[Path, typer.Argument(help="The CSV file to write.")],
+) -> None:
+    """Write the pending items as CSV with an empty label column, for `label --file`."""
+    target = state.open().monitoring.reviews.export(endpoint, path)
+    err_console.print(f"wrote {target}")
+
+
+@review_app.command("resend")
+def review_resend(
+    endpoint: Annotated[str, typer.Argument(help="The endpoint.")],
+    format: FormatOpt = Format.table,
+) -> None:
+    """Send as ground truth the labelled items that have none yet (after a crash)."""
+    result = state.open().monitoring.reviews.resend(endpoint)
+    if format is Format.json:
+        emit_json(result)
+        return
+    console.print("nothing to resend" if result is None else f"sent {result['rows']} label(s)")

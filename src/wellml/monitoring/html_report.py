@@ -228,6 +228,21 @@ def render_html(
             "violation",
         ]
         parts.append(_table(keys, [[c.get(k) for k in keys] for c in comps]))
+    elif kind == "feature_attribution_drift":
+        feats = report.get("features", [])
+        parts.append(
+            f"<h2>Attributions of {_esc(report.get('model_version'))} (NDCG "
+            f"{report.get('ndcg', float('nan')):.4f}, threshold {report.get('threshold')})</h2>"
+        )
+        keys = ["feature", "baseline", "current", "baseline_rank", "current_rank"]
+        parts.append(_table(keys, [[f.get(k) for k in keys] for f in feats]))
+        if feats:
+            fig = go.Figure()
+            names = [f["feature"] for f in feats]
+            fig.add_bar(x=names, y=[f["baseline"] for f in feats], name="baseline")
+            fig.add_bar(x=names, y=[f["current"] for f in feats], name="current")
+            fig.update_layout(title="mean |SHAP| per feature", barmode="group", height=320)
+            figures.append(fig)
 
     if figures:
         parts.append('<h2>Distributions</h2><div class="figs">')

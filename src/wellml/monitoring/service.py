@@ -11,7 +11,10 @@ immutable and versioned by name (an edit of its constraints is the next version)
   drifted features;
 * ``data_quality``: the baseline's constraints (:mod:`wellml.monitoring.quality`);
 * ``model_quality``: predictions against ground truth (:mod:`wellml.monitoring.model_quality`);
-* ``bias_drift``: post-training bias against a baseline (:mod:`wellml.monitoring.bias_drift`).
+* ``bias_drift``: post-training bias against a baseline (:mod:`wellml.monitoring.bias_drift`);
+* ``feature_attribution_drift``: the ranking of features by global SHAP attribution on the
+  current data against the baseline's, scored as NDCG
+  (:func:`~wellml.monitoring.bias_drift.attribution_ndcg`).
 
 Each run stores an execution with its report and Model Monitor-style violations, linked in
 lineage from the baseline and the data it read. A run with violations raises an alert: always
@@ -23,6 +26,7 @@ run from :meth:`Monitoring.run_due`.
 from __future__ import annotations
 
 import builtins
+import functools
 import json
 import math
 import time
@@ -43,10 +47,22 @@ from wellml.store.metadata import new_id, now
 if TYPE_CHECKING:
     from wellml.data.catalog import DatasetVersion
     from wellml.monitoring.poisoning import PoisoningReport
+    from wellml.monitoring.review import ReviewQueue
+    from wellml.registry.service import ModelVersion
     from wellml.serving.service import EndpointRecord
     from wellml.workspace import Workspace
 
-MONITOR_KINDS = ("data_drift", "data_quality", "model_quality", "bias_drift")
+MONITOR_KINDS = (
+    "data_drift",
+    "data_quality",
+    "model_quality",
+    "bias_drift",
+    "feature_attribution_drift",
+)
+# Kinds whose every violation is drift of the model's behaviour (there are no drifted
+# features to name): a violation raises the alert and may trigger retraining.
+_BEHAVIOUR_KINDS = ("model_quality", "bias_drift", "feature_attribution_drift")
+DEFAULT_NDCG_THRESHOLD = 0.9
 
 # Thresholds each kind accepts, with their defaults. Data quality and model quality start
 # empty: their limits come from the baseline's constraints and the metric tolerances.
@@ -275,11 +291,36 @@ class BiasDriftOptions(_Options):
     baseline: dict[str, dict[str, float | None]] | None = None
 
 
+class AttributionDriftOptions(_Options):
+    """Options of a feature-attribution drift monitor.
+
+    The global attribution of a feature is its mean absolute SHAP value
+    (:class:`~wellml.clarify.ShapExplainer`) over at most ``max_rows`` rows, sampled with
+    ``seed``. The baseline attributions are measured on ``baseline_dataset`` (default: the
+    model's training data, found through lineage), or given directly as ``baseline``
+    (feature → attribution). Both sides are explained relative to the same SHAP baseline
+    rows, made once when the monitor is created, so that a change of ranking comes from the
+    data, not from a new SHAP baseline. ``model`` names the model version of a dataset
+    monitor; an endpoint monitor explains the model version the endpoint serves.
+    """
+
+    model: str | None = None
+    baseline_dataset: str | None = None
+    baseline: dict[str, float] | None = None
+    max_rows: int = 300
+    method: str = "auto"
+    n_clusters: int = 10
+    n_samples: int = 128
+    target_class: Any = None
+    seed: int = 0
+
+
 _OPTION_MODELS: dict[str, type[_Options]] = {
     "data_drift": DataDriftOptions,
     "data_quality": DataQualityOptions,
     "model_quality": ModelQualityOptions,
     "bias_drift": BiasDriftOptions,
+    "feature_attribution_drift": AttributionDriftOptions,
 }
 
 
@@ -301,6 +342,8 @@ def _check_thresholds(kind: str, thresholds: Mapping[str, float] | None) -> dict
         known = QUALITY_THRESHOLDS
     elif kind == "model_quality":
         known = MODEL_QUALITY_METRICS
+    elif kind == "feature_attribution_drift":
+        known = ["ndcg"]
     else:
         from wellml.clarify import POSTTRAINING_METHODS
 
@@ -321,6 +364,10 @@ def _check_thresholds(kind: str, thresholds: Mapping[str, float] | None) -> dict
             raise InvalidInput(f"threshold {key!r} must be >= 0, not {value!r}")
     if kind == "data_drift":
         return {**DEFAULT_THRESHOLDS, **given}
+    if kind == "feature_attribution_drift":
+        if given.get("ndcg", 0.0) > 1:
+            raise InvalidInput(f"threshold 'ndcg' is at most 1, not {given['ndcg']!r}")
+        return {"ndcg": DEFAULT_NDCG_THRESHOLD, **given}
     return given
 
 
@@ -559,6 +606,13 @@ class Monitoring:
             raise NotFound(f"lineage records no training data for {mv.ref}")
         return max(found, key=lambda d: d.created_at)
 
+    @functools.cached_property
+    def reviews(self) -> ReviewQueue:
+        """Human review of low-confidence predictions (:mod:`wellml.monitoring.review`)."""
+        from wellml.monitoring.review import ReviewQueue
+
+        return ReviewQueue(self._ws)
+
     # -- monitors ----------------------------------------------------------------------------
 
     def create_monitor(
@@ -644,6 +698,8 @@ class Monitoring:
             config["baseline_metrics"] = self._baseline_metrics(opts, ep)
         elif isinstance(opts, BiasDriftOptions):
             config["baseline_bias"] = self._baseline_bias(opts, ep, th)
+        elif isinstance(opts, AttributionDriftOptions):
+            config.update(self._baseline_attribution(opts, ep))
 
         with self._store.write() as conn:
             row = sql.monitor_by_name(conn, name)
@@ -766,6 +822,74 @@ class Monitoring:
         values, _ = check.measure(frame)
         return values
 
+    def _attribution_model(
+        self, opts: AttributionDriftOptions, ep: EndpointRecord | None
+    ) -> ModelVersion:
+        if ep is not None:
+            if opts.model is not None:
+                raise InvalidInput(
+                    "an endpoint monitor explains the endpoint's model; drop the model option"
+                )
+            return self._ws.registry.by_id(ep.model_version_id)
+        if opts.model is None:
+            raise InvalidInput("a feature_attribution_drift monitor of a dataset needs a model")
+        return self._ws.registry.get(opts.model)
+
+    @staticmethod
+    def _explainer(opts: AttributionDriftOptions, features: Sequence[str], rows: Any) -> Any:
+        from wellml.clarify import ShapExplainer
+
+        if opts.method not in ("auto", "tree", "kernel"):
+            raise InvalidInput(f"method must be auto, tree or kernel, not {opts.method!r}")
+        for key in ("max_rows", "n_clusters", "n_samples"):
+            if getattr(opts, key) < 1:
+                raise InvalidInput(f"option {key} must be a positive number")
+        return ShapExplainer(
+            features=list(features),
+            target_class=opts.target_class,
+            method=opts.method,  # type: ignore[arg-type]
+            baseline=rows,
+            n_clusters=opts.n_clusters,
+            n_samples=opts.n_samples,
+            max_rows=opts.max_rows,
+            seed=opts.seed,
+        )
+
+    def _baseline_attribution(
+        self, opts: AttributionDriftOptions, ep: EndpointRecord | None
+    ) -> dict[str, Any]:
+        """The baseline attributions and the SHAP baseline rows both sides are explained with."""
+        from wellml.clarify import baseline_rows
+
+        mv = self._attribution_model(opts, ep)
+        features = list(mv.signature.columns)
+        if opts.baseline_dataset is not None:
+            frame = self._ws.data.load(opts.baseline_dataset)
+        else:
+            frame = self._ws.data.load(self.training_data(mv.ref))
+        lacking = [c for c in features if c not in frame.columns]
+        if lacking:
+            raise InvalidInput(f"the baseline data lacks the model's inputs {lacking}")
+        rows = baseline_rows(frame[features], n_clusters=opts.n_clusters, seed=opts.seed)
+        if opts.baseline is not None:
+            unknown = sorted(set(opts.baseline) - set(features))
+            if unknown:
+                raise InvalidInput(f"baseline attributions name no input of {mv.ref}: {unknown}")
+            attribution = {f: float(opts.baseline.get(f, 0.0)) for f in features}
+            label = None
+        else:
+            model = self._ws.registry.load(mv)
+            explanation = self._explainer(opts, features, rows).compute(model, frame)
+            attribution = explanation.global_shap_values
+            label = explanation.label
+        return {
+            "model_version": mv.ref,
+            "attribution_model_id": mv.id,
+            "baseline_attribution": attribution,
+            "attribution_label": label,
+            "shap_baseline_rows": json.loads(rows.to_json(orient="split", date_format="iso")),
+        }
+
     @staticmethod
     def _bias_check(
         opts: BiasDriftOptions, thresholds: Mapping[str, float], *, predicted_label: str
@@ -875,8 +999,10 @@ class Monitoring:
             report, violations, drifted = self._data_quality(mon, base, frame, from_capture)
         elif kind == "model_quality":
             report, violations, drifted = self._model_quality(mon, frame, from_capture)
-        else:
+        elif kind == "bias_drift":
             report, violations, drifted = self._bias_drift(mon, frame, from_capture)
+        else:
+            report, violations, drifted = self._attribution_drift(mon, frame)
         report["inputs"] = [v.ref for v in inputs]
         status = "completed-with-violations" if violations else "completed"
         execution = self._record(
@@ -1073,6 +1199,53 @@ class Monitoring:
         result = check.compute(frame, baseline=mon["config"].get("baseline_bias", {}))
         return result.to_dict(), result.violations, []
 
+    def _attribution_drift(
+        self, mon: Mapping[str, Any], frame: pd.DataFrame
+    ) -> tuple[dict[str, Any], builtins.list[dict[str, Any]], builtins.list[str]]:
+        from wellml.monitoring.bias_drift import attribution_drift_violations, attribution_ndcg
+
+        config = mon["config"]
+        opts = AttributionDriftOptions.model_validate(config.get("options") or {})
+        mv = self._ws.registry.by_id(config["attribution_model_id"])
+        features = list(mv.signature.columns)
+        lacking = [c for c in features if c not in frame.columns]
+        if lacking:
+            raise InvalidInput(f"the data lacks the model's inputs {lacking}")
+        stored = config["shap_baseline_rows"]
+        rows = pd.DataFrame(stored["data"], columns=stored["columns"])
+        rows = rows.astype(frame[features].dtypes.to_dict(), errors="ignore")
+        model = self._ws.registry.load(mv)
+        explanation = self._explainer(opts, features, rows).compute(model, frame[features])
+        current = explanation.global_shap_values
+        baseline = {f: float(v) for f, v in config["baseline_attribution"].items()}
+        threshold = float(config.get("thresholds", {}).get("ndcg", DEFAULT_NDCG_THRESHOLD))
+        score = attribution_ndcg(baseline, current)
+        violations = attribution_drift_violations(
+            baseline, current, threshold=threshold, label=explanation.label
+        )
+        base_rank = {f: i + 1 for i, f in enumerate(sorted(baseline, key=lambda f: -baseline[f]))}
+        cur_rank = {f: i + 1 for i, f in enumerate(explanation.ranking)}
+        report = {
+            "model_version": mv.ref,
+            "label": explanation.label,
+            "method": explanation.method,
+            "rows_explained": explanation.n_rows,
+            "ndcg": score,
+            "threshold": threshold,
+            "features": [
+                {
+                    "feature": f,
+                    "baseline": baseline.get(f, 0.0),
+                    "current": current.get(f, 0.0),
+                    "baseline_rank": base_rank.get(f),
+                    "current_rank": cur_rank.get(f),
+                }
+                for f in features
+            ],
+            "notes": list(explanation.notes),
+        }
+        return report, violations, []
+
     # -- storing executions ------------------------------------------------------------------
 
     def _record(
@@ -1221,7 +1394,7 @@ class Monitoring:
         kind = execution.kind
         dataset_drift = bool(execution.report.get("dataset_drift"))
         drift = bool(execution.drifted_features) or (
-            kind in ("model_quality", "bias_drift") and bool(execution.violations)
+            kind in _BEHAVIOUR_KINDS and bool(execution.violations)
         )
         if kind == "model_quality" or (kind == "data_drift" and dataset_drift):
             severity = "critical"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, insert, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, func, insert, or_, select, update
 
 from wellml.store.tables import (
     alert_events,
@@ -14,6 +14,8 @@ from wellml.store.tables import (
     monitors,
     poisoning_checks,
     retrain_triggers,
+    review_items,
+    review_queues,
 )
 
 # -- baselines ----------------------------------------------------------------------------------
@@ -247,3 +249,143 @@ def poisoning_checks_of(conn: Connection, dataset_version_id: str) -> list[dict[
         .order_by(poisoning_checks.c.created_at.desc())
     )
     return [dict(r._mapping) for r in rows]
+
+
+# -- review queue -------------------------------------------------------------------------------
+
+
+def review_queue(conn: Connection, endpoint_id: str) -> dict[str, Any] | None:
+    """An endpoint's review queue settings."""
+    row = conn.execute(
+        select(review_queues).where(review_queues.c.endpoint_id == endpoint_id)
+    ).first()
+    return dict(row._mapping) if row else None
+
+
+def review_queues_all(conn: Connection) -> list[dict[str, Any]]:
+    """Every review queue."""
+    return [dict(r._mapping) for r in conn.execute(select(review_queues))]
+
+
+def upsert_review_queue(conn: Connection, endpoint_id: str, threshold: float, at: float) -> None:
+    """Create an endpoint's review queue, or change its threshold (scanning continues)."""
+    if review_queue(conn, endpoint_id) is None:
+        conn.execute(
+            insert(review_queues).values(
+                endpoint_id=endpoint_id,
+                threshold=threshold,
+                scanned_version=0,
+                created_at=at,
+                updated_at=at,
+            )
+        )
+    else:
+        conn.execute(
+            update(review_queues)
+            .where(review_queues.c.endpoint_id == endpoint_id)
+            .values(threshold=threshold, updated_at=at)
+        )
+
+
+def advance_review_scan(conn: Connection, endpoint_id: str, seen: int, to: int, at: float) -> bool:
+    """Move the queue's scan mark from ``seen`` to ``to``; False when another scan moved it."""
+    result = conn.execute(
+        update(review_queues)
+        .where(
+            and_(
+                review_queues.c.endpoint_id == endpoint_id,
+                review_queues.c.scanned_version == seen,
+            )
+        )
+        .values(scanned_version=to, updated_at=at)
+    )
+    return bool(result.rowcount)
+
+
+def insert_review_items(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Queue items (one statement for the batch)."""
+    if rows:
+        conn.execute(insert(review_items), rows)
+
+
+def review_items_of(
+    conn: Connection,
+    endpoint_id: str,
+    *,
+    status: str | None = None,
+    ids: list[str] | None = None,
+    limit: int | None = None,
+) -> list[dict[str, Any]]:
+    """Items of an endpoint's queue, least confident first."""
+    stmt = select(review_items).where(review_items.c.endpoint_id == endpoint_id)
+    if status is not None:
+        stmt = stmt.where(review_items.c.status == status)
+    if ids is not None:
+        stmt = stmt.where(review_items.c.id.in_(ids))
+    stmt = stmt.order_by(review_items.c.confidence, review_items.c.created_at, review_items.c.id)
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    return [dict(r._mapping) for r in conn.execute(stmt)]
+
+
+def review_counts(conn: Connection, endpoint_id: str) -> dict[str, int]:
+    """How many items of the queue are in each status."""
+    rows = conn.execute(
+        select(review_items.c.status, func.count())
+        .where(review_items.c.endpoint_id == endpoint_id)
+        .group_by(review_items.c.status)
+    )
+    return {str(status): int(n) for status, n in rows}
+
+
+def close_review_items(
+    conn: Connection, endpoint_id: str, ids: list[str], values: dict[str, Any]
+) -> int:
+    """Mark pending items reviewed (labelled or skipped); returns how many were pending."""
+    if not ids:
+        return 0
+    result = conn.execute(
+        update(review_items)
+        .where(
+            and_(
+                review_items.c.endpoint_id == endpoint_id,
+                review_items.c.id.in_(ids),
+                review_items.c.status == "pending",
+            )
+        )
+        .values(**values)
+    )
+    return int(result.rowcount)
+
+
+def set_review_labels(conn: Connection, labels: dict[str, Any]) -> None:
+    """Store each item's label (after :func:`close_review_items` claimed them), in one batch."""
+    if labels:
+        stmt = (
+            update(review_items)
+            .where(review_items.c.id == bindparam("item_id"))
+            .values(label=bindparam("new_label"))
+        )
+        conn.execute(stmt, [{"item_id": k, "new_label": v} for k, v in labels.items()])
+
+
+def reopen_review_items(conn: Connection, endpoint_id: str, ids: list[str]) -> None:
+    """Undo a claim whose labels could not be stored: the items are pending again."""
+    conn.execute(
+        update(review_items)
+        .where(
+            and_(
+                review_items.c.endpoint_id == endpoint_id,
+                review_items.c.id.in_(ids),
+                review_items.c.ground_truth.is_(None),
+            )
+        )
+        .values(status="pending", label=None, reviewer=None, note=None, reviewed_at=None)
+    )
+
+
+def mark_review_ground_truth(conn: Connection, ids: list[str], dataset_ref: str) -> None:
+    """Record the ground-truth dataset version the items' labels went to."""
+    conn.execute(
+        update(review_items).where(review_items.c.id.in_(ids)).values(ground_truth=dataset_ref)
+    )

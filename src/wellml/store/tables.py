@@ -506,6 +506,41 @@ retrain_triggers = Table(
     Index("ix_retrain_triggers_status", "status"),
 )
 
+# Human review of low-confidence predictions: one queue per endpoint (its confidence
+# threshold and the newest capture version scanned), and one item per captured row queued.
+review_queues = Table(
+    "review_queues",
+    metadata,
+    Column("endpoint_id", ID, ForeignKey("endpoints.id"), primary_key=True),
+    Column("threshold", Float, nullable=False),  # rows whose probability is below it are queued
+    Column("scanned_version", Integer, nullable=False, default=0),  # of ENDPOINT-capture
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+review_items = Table(
+    "review_items",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("endpoint_id", ID, ForeignKey("endpoints.id"), nullable=False),
+    Column("inference_id", String(255), nullable=False),
+    Column("row", Integer, nullable=False),  # position within the request
+    Column("model_version", String(255), nullable=False),
+    Column("capture_version_id", ID, ForeignKey("dataset_versions.id"), nullable=False),
+    Column("inputs", JSON, nullable=False),
+    Column("prediction", JSON),
+    Column("confidence", Float, nullable=False),
+    Column("status", String(16), nullable=False),  # pending | labelled | skipped
+    Column("label", JSON),
+    Column("reviewer", NAME),
+    Column("note", Text),
+    Column("ground_truth", String(255)),  # the ground-truth dataset version the label went to
+    Column("created_at", Float, nullable=False),
+    Column("reviewed_at", Float),
+    UniqueConstraint("endpoint_id", "inference_id", "row"),
+    Index("ix_review_items_endpoint_status", "endpoint_id", "status", "confidence"),
+)
+
 poisoning_checks = Table(
     "poisoning_checks",
     metadata,

@@ -111,3 +111,85 @@ def test_reviews_are_saved_and_render_as_markdown_and_json(workspace: Workspace)
     assert '"results"' in render(review, "json")
     with pytest.raises(InvalidInput):
         render(review, "pdf")
+
+
+def _rollout(
+    ws: Workspace, *, strategy: str, steps: list[str], outcome: str, **policy: object
+) -> str:
+    """A deployment as the supervisor of a running endpoint records it."""
+    from wellml.store import serving as sql
+    from wellml.store.metadata import new_id, now
+
+    ep = ws.endpoints.get("ep")
+    did = new_id()
+    with ws.metadata.write() as conn:
+        sql.add_deployment(
+            conn,
+            {
+                "id": did,
+                "endpoint_id": ep.id,
+                "model_version_id": ep.model_version_id,
+                "config": {
+                    "policy": {
+                        "strategy": strategy,
+                        "bake_seconds": 60,
+                        "alarms": [{"kind": "error_rate", "max_rate": 0.01}],
+                        **policy,
+                    }
+                },
+                "actor": "ops",
+                "origin": "manual",
+                "outcome": outcome,
+                "started_at": now(),
+                "strategy": strategy,
+                "steps": [{"action": a} for a in steps],
+            },
+        )
+    return did
+
+
+def test_rollouts_must_be_gradual_smoke_tested_baked_and_guarded(workspace: Workspace) -> None:
+    _deploy(workspace)
+    assert _results(workspace)["MLREL-11"]["status"] == "not-evaluated"  # no rollout yet
+    _rollout(
+        workspace,
+        strategy="canary",
+        steps=["provision", "smoke-test", "traffic", "bake", "traffic", "bake", "complete"],
+        outcome="completed",
+    )
+    assert _results(workspace)["MLREL-11"]["status"] == "pass"
+    bad = _rollout(
+        workspace,
+        strategy="all-at-once",
+        steps=["provision", "traffic", "bake", "alarm", "complete"],
+        outcome="completed",
+        alarms=[],
+    )
+    r = _results(workspace)["MLREL-11"]
+    assert r["status"] == "fail" and r["failing"] == [f"deployment:ep#{bad[:12]}"]
+    for problem in (
+        "strategy all-at-once",
+        "no smoke test",
+        "no rollback alarms",
+        "an alarm fired but the outcome is completed",
+    ):
+        assert problem in r["reason"]
+
+
+def test_autoscaling_is_required_on_every_production_variant(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from wellml.serving import AutoScaling, ProductionVariant
+
+    ws = Workspace.init(
+        tmp_path / "w", spec={"endpoints": {"hot": {"slo": {"availability": 99.95}}}}
+    )
+    _deploy(ws)
+    scaled = [
+        ProductionVariant("a", "m@1", autoscaling=AutoScaling(min_replicas=1, max_replicas=3))
+    ]
+    ws.endpoints.create("auto", scaled, port=2)
+    r = _results(ws)["MLREL-12"]
+    assert r["status"] == "fail" and r["failing"] == ["endpoint:ep"]
+    assert "does not autoscale" in r["reason"]
+    ws.endpoints.create("hot", scaled, port=3)  # 99.95% availability needs 2 replicas at least
+    r = _results(ws)["MLREL-12"]
+    assert r["failing"] == ["endpoint:ep", "endpoint:hot"] and "may scale to 1" in r["reason"]

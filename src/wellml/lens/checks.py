@@ -458,6 +458,79 @@ def recoverable_endpoint(ev: Evidence) -> CheckOutcome:
     return _outcome(examined, failing, what="endpoints")
 
 
+ROLLOUT_STRATEGIES = ("canary", "linear")
+
+
+@check("MLREL-11")
+def deployment_strategy(ev: Evidence) -> CheckOutcome:
+    """Every rollout to a running endpoint in the window shifted traffic gradually (canary or
+    linear), smoke-tested the new variants before traffic, baked with alarms that roll back,
+    and was rolled back whenever an alarm fired."""
+    window = ev.now - ev.threshold("MLREL-11.window_days", 90) * DAY
+    names = {e["id"]: e["name"] for e in ev.endpoints}
+    failing: dict[str, str] = {}
+    examined = []
+    for d in ev.deployments:
+        if d["endpoint_id"] not in names or d["started_at"] < window:
+            continue
+        if d["origin"] in ("rollback", "rollback-drill"):
+            continue  # going back to a known-good version is the recovery, not a rollout
+        steps = d.get("steps") or []
+        actions = [s.get("action") for s in steps]
+        if "traffic" not in actions and d["outcome"] != "rolled-back":
+            continue  # applied to a stopped endpoint, or the endpoint's first version
+        ref = f"deployment:{names[d['endpoint_id']]}#{d['id'][:12]}"
+        examined.append(ref)
+        policy = (d.get("config") or {}).get("policy") or {}
+        problems = []
+        if (d.get("strategy") or policy.get("strategy")) not in ROLLOUT_STRATEGIES:
+            problems.append(f"strategy {d.get('strategy') or policy.get('strategy')}")
+        if "smoke-test" not in actions:
+            problems.append("no smoke test before traffic")
+        if not policy.get("bake_seconds") or ("bake" not in actions and "alarm" not in actions):
+            problems.append("no bake period")
+        if not policy.get("alarms"):
+            problems.append("no rollback alarms")
+        if "alarm" in actions and d["outcome"] != "rolled-back":
+            problems.append(f"an alarm fired but the outcome is {d['outcome']}")
+        if problems:
+            failing[ref] = ", ".join(problems)
+    return _outcome(examined, failing, what="rollouts to running endpoints")
+
+
+@check("MLREL-12")
+def endpoint_autoscaling(ev: Evidence) -> CheckOutcome:
+    """Every production variant of every endpoint autoscales: min replicas of 1 (2 when the
+    endpoint's availability SLO is 99.9% or more), max above min, and a target of in-flight
+    requests per replica. Traffic history is not recorded, so whether scaling kept up with
+    load is not judged here; the scaling events are in ``wellml endpoints history``."""
+    failing: dict[str, str] = {}
+    examined = []
+    for ep in ev.endpoints:
+        ref = f"endpoint:{ep['name']}"
+        examined.append(ref)
+        declared = ev.spec.endpoints.get(ep["name"])
+        availability = float((declared.slo if declared else {}).get("availability", 0.0))
+        least = 2 if availability >= 99.9 else 1
+        problems = []
+        for v in (ep["config"] or {}).get("variants") or []:
+            scaling = v.get("autoscaling")
+            if not scaling:
+                problems.append(f"variant {v['name']} does not autoscale")
+                continue
+            if scaling["min_replicas"] < least:
+                problems.append(f"variant {v['name']} may scale to {scaling['min_replicas']}")
+            if scaling["max_replicas"] <= scaling["min_replicas"]:
+                problems.append(f"variant {v['name']} cannot scale out (max = min)")
+            if not scaling.get("target_inflight"):
+                problems.append(f"variant {v['name']} has no scaling target")
+        if not (ep["config"] or {}).get("variants"):
+            problems.append("no production variants")
+        if problems:
+            failing[ref] = ", ".join(problems)
+    return _outcome(examined, failing, what="endpoints")
+
+
 # --- performance ------------------------------------------------------------------------------
 
 

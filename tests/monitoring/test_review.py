@@ -73,6 +73,14 @@ def test_reviewers_labels_become_ground_truth_for_model_quality(served: Workspac
     assert all(done[k].label == truth[k] and done[k].reviewer == "ana" for k in truth)
     assert all(i.ground_truth == result["ground_truth"]["dataset"] for i in done.values())
 
+    summary = reviews.summary("ep", at=done[next(iter(truth))].created_at + 3600)
+    predicted = {i.id: i.prediction for i in done.values()}
+    assert summary["disagreement_rate"] == pytest.approx(
+        sum(truth[k] != predicted[k] for k in truth) / 6
+    )
+    assert summary["pending_age_p95_s"] == pytest.approx(3600, abs=5)
+    assert summary["review_time_p95_s"] is not None and summary["review_time_p95_s"] >= 0
+
     served.monitoring.create_monitor("ep", kind="model_quality")
     quality = served.monitoring.run_monitor("ep-model-quality")
     assert quality.report["metrics"]["n"] == 6

@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
 from wellml.errors import Conflict, InvalidInput, NotFound, WellmlError
@@ -116,8 +117,17 @@ class ReviewQueue:
             sql.upsert_review_queue(conn, ep.id, float(threshold), now())
         return self.summary(ep.name)
 
-    def summary(self, endpoint: str) -> dict[str, Any]:
-        """The queue's threshold, scan mark and item counts by status.
+    def summary(self, endpoint: str, *, at: float | None = None) -> dict[str, Any]:
+        """The queue's threshold, scan mark, item counts by status, and how it is kept up:
+
+        * ``pending_age_p95_s``: the 95th percentile age of the pending items (the backlog);
+        * ``review_time_p95_s``: the 95th percentile time from queueing to a review;
+        * ``disagreement_rate``: the share of labelled items whose label differs from the
+          model's prediction (None before any label).
+
+        Args:
+            endpoint: The endpoint.
+            at: The time ages are measured at (default now).
 
         Raises:
             NotFound: no such endpoint, or it has no review queue.
@@ -125,12 +135,21 @@ class ReviewQueue:
         ep = self._ws.endpoints.get(endpoint)
         with self._store.read() as conn:
             queue = self._queue(conn, ep)
-            counts = sql.review_counts(conn, ep.id)
+            rows = sql.review_timings(conn, ep.id)
+        moment = now() if at is None else at
+        counts = {s: sum(r["status"] == s for r in rows) for s in REVIEW_STATUSES}
+        ages = [moment - r["created_at"] for r in rows if r["status"] == "pending"]
+        waits = [r["reviewed_at"] - r["created_at"] for r in rows if r["reviewed_at"] is not None]
+        labelled = [r for r in rows if r["status"] == "labelled"]
+        differ = sum(str(r["label"]) != str(r["prediction"]) for r in labelled)
         return {
             "endpoint": ep.name,
             "threshold": queue["threshold"],
             "scanned_version": queue["scanned_version"],
-            "counts": {s: counts.get(s, 0) for s in REVIEW_STATUSES},
+            "counts": counts,
+            "pending_age_p95_s": _p95(ages),
+            "review_time_p95_s": _p95(waits),
+            "disagreement_rate": differ / len(labelled) if labelled else None,
             "created_at": queue["created_at"],
             "updated_at": queue["updated_at"],
         }
@@ -535,6 +554,10 @@ class ReviewQueue:
             created_at=r["created_at"],
             reviewed_at=r["reviewed_at"],
         )
+
+
+def _p95(values: Sequence[float]) -> float | None:
+    return float(np.percentile(values, 95)) if values else None
 
 
 def _missing(value: Any) -> bool:

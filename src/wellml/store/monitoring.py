@@ -328,14 +328,18 @@ def review_items_of(
     return [dict(r._mapping) for r in conn.execute(stmt)]
 
 
-def review_counts(conn: Connection, endpoint_id: str) -> dict[str, int]:
-    """How many items of the queue are in each status."""
+def review_timings(conn: Connection, endpoint_id: str) -> list[dict[str, Any]]:
+    """Status, prediction, label and times of every item of the queue (no inputs)."""
     rows = conn.execute(
-        select(review_items.c.status, func.count())
-        .where(review_items.c.endpoint_id == endpoint_id)
-        .group_by(review_items.c.status)
+        select(
+            review_items.c.status,
+            review_items.c.prediction,
+            review_items.c.label,
+            review_items.c.created_at,
+            review_items.c.reviewed_at,
+        ).where(review_items.c.endpoint_id == endpoint_id)
     )
-    return {str(status): int(n) for status, n in rows}
+    return [dict(r._mapping) for r in rows]
 
 
 def close_review_items(

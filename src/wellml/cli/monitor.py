@@ -558,9 +558,14 @@ app.add_typer(review_app, name="review")
 
 def _show_review_summary(summary: dict[str, Any]) -> None:
     counts = summary["counts"]
+    figures = [f"{n} {status}" for status, n in counts.items()]
+    if summary.get("pending_age_p95_s") is not None:
+        figures.append(f"pending age p95 {summary['pending_age_p95_s'] / 3600:.1f} h")
+    if summary.get("disagreement_rate") is not None:
+        figures.append(f"reviewers disagree with the model on {summary['disagreement_rate']:.0%}")
     console.print(
         f"review queue of {summary['endpoint']} (probability < {summary['threshold']}): "
-        + ", ".join(f"{n} {status}" for status, n in counts.items())
+        + ", ".join(figures)
     )
 
 

@@ -193,3 +193,37 @@ def test_autoscaling_is_required_on_every_production_variant(tmp_path) -> None: 
     ws.endpoints.create("hot", scaled, port=3)  # 99.95% availability needs 2 replicas at least
     r = _results(ws)["MLREL-12"]
     assert r["failing"] == ["endpoint:ep", "endpoint:hot"] and "may scale to 1" in r["reason"]
+
+
+def test_explainability_follows_the_agreed_level(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    bare = Workspace.init(tmp_path / "bare")
+    r = _results(bare)["MLPER-13"]
+    assert r["status"] == "fail" and "no governance.explainability.level" in r["reason"]
+    silent = Workspace.init(
+        tmp_path / "none", spec={"governance": {"explainability": {"level": "none"}}}
+    )
+    assert "without a rationale" in _results(silent)["MLPER-13"]["reason"]
+    agreed = Workspace.init(
+        tmp_path / "why",
+        spec={"governance": {"explainability": {"level": "none", "rationale": "rules engine"}}},
+    )
+    assert _results(agreed)["MLPER-13"]["status"] == "pass"
+
+    ws = Workspace.init(
+        tmp_path / "local", spec={"governance": {"explainability": {"level": "local"}}}
+    )
+    _deploy(ws)
+    r = _results(ws)["MLPER-13"]
+    assert r["status"] == "fail" and r["failing"] == ["model:m@1"]
+    assert "no global SHAP report" in r["reason"] and "no attribution-drift monitor" in r["reason"]
+    ws.clarify.explain("m@1", "val@1", rows=20, partial_dependence=0)
+    ws.monitoring.create_monitor(
+        "ep",
+        kind="feature_attribution_drift",
+        schedule="0 * * * *",
+        options={"max_rows": 50, "n_samples": 32},
+    )
+    assert "has no schedule or has not run" in _results(ws)["MLPER-13"]["reason"]
+    ws.monitoring.run_monitor("ep-feature-attribution-drift", dataset="val@1")
+    r = _results(ws)["MLPER-13"]
+    assert r["status"] == "pass", r["reason"]

@@ -128,6 +128,12 @@ class Evidence:
             return sql.monitor_executions_all(conn, since=self.now - 30 * DAY)
 
     @functools.cached_property
+    def clarify_reports(self) -> list[dict[str, Any]]:
+        """Clarify reports in lineage, with their properties (model, dataset, kinds)."""
+        with self.ws.metadata.read() as conn:
+            return sql.artifacts_of_kind(conn, "clarify_report")
+
+    @functools.cached_property
     def tokens(self) -> list[dict[str, Any]]:
         with self.ws.metadata.read() as conn:
             return sql.tokens_all(conn)
@@ -553,6 +559,67 @@ def drift_monitored(ev: Evidence) -> CheckOutcome:
         if all(problems_per_monitor):
             failing[ref] = "; ".join(p for p in problems_per_monitor[0])
     return _outcome(examined, failing, what="endpoints")
+
+
+EXPLAINABILITY_LEVELS = ("none", "global", "local")
+
+
+@check("MLPER-13")
+def explainability_evaluated(ev: Evidence) -> CheckOutcome:
+    """Each serving model version has the explainability agreed in ``governance.explainability``
+    (MLOE-02): for ``global`` or ``local``, a global SHAP report of that version and, on each
+    endpoint serving it, a scheduled feature-attribution drift monitor that ran in 30 days;
+    for ``local`` also training data in lineage, which the endpoint's explanations on request
+    (``X-Amzn-SageMaker-Enable-Explanations``) take their baseline from."""
+    agreed = ev.spec.governance.explainability
+    level = str(agreed.get("level", "")).strip().lower()
+    if level not in EXPLAINABILITY_LEVELS:
+        return CheckOutcome(
+            "fail",
+            "wellml.yaml declares no governance.explainability.level (none, global or local)"
+            if not level
+            else f"unknown governance.explainability.level {level!r}",
+        )
+    if level == "none":
+        if not str(agreed.get("rationale", "")).strip():
+            return CheckOutcome("fail", "explainability level none is declared without a rationale")
+        return CheckOutcome("pass", f"the agreed level is none: {agreed['rationale']}")
+    failing: dict[str, str] = {}
+    examined = []
+    window = ev.now - 30 * DAY
+    for version in ev.serving_versions:
+        examined.append(version["ref"])
+        name = version["ref"].removeprefix("model:")
+        problems = []
+        if not any(
+            (r["properties"] or {}).get("model") == name
+            and "global_shap" in (r["properties"] or {}).get("kinds", ())
+            for r in ev.clarify_reports
+        ):
+            problems.append("no global SHAP report")
+        for ep in ev.endpoints:
+            if ep["model_version_id"] != version["id"]:
+                continue
+            mons = [
+                m
+                for m in ev.monitors
+                if m["endpoint_id"] == ep["id"] and m["kind"] == "feature_attribution_drift"
+            ]
+            ran = {e["monitor_id"] for e in ev.monitor_executions if e["started_at"] >= window}
+            if not mons:
+                problems.append(f"endpoint {ep['name']} has no attribution-drift monitor")
+            elif not any(m["config"].get("schedule") and m["id"] in ran for m in mons):
+                problems.append(
+                    f"the attribution-drift monitor of {ep['name']} has no schedule or has "
+                    "not run in 30 days"
+                )
+        if level == "local":
+            run = ev.training_run(version)
+            if run is None or not any(role == "train" for _, role in ev.run_inputs(run)):
+                problems.append("no training data in lineage for explanations on request")
+        if problems:
+            failing[version["ref"]] = ", ".join(problems)
+    return _outcome(examined, failing, what=f"serving model versions (level {level})")
 
 
 def _monitor_problems(ev: Evidence, ep: dict[str, Any], mon: dict[str, Any]) -> list[str]:

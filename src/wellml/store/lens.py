@@ -18,6 +18,7 @@ from wellml.store.tables import (
     feature_materializations,
     lens_answers,
     lens_reviews,
+    lineage_artifacts,
     lineage_executions,
     model_events,
     model_versions,
@@ -124,9 +125,10 @@ def monitors_all(conn: Connection) -> list[dict[str, Any]]:
     """Every monitor with its baseline's dataset version."""
     return _all(
         conn,
-        select(monitors, baselines.c.dataset_version_id.label("baseline_dataset_version_id")).join(
-            baselines, baselines.c.id == monitors.c.baseline_id
-        ),
+        # Outer: model-quality, bias and attribution monitors have no baseline row.
+        select(
+            monitors, baselines.c.dataset_version_id.label("baseline_dataset_version_id")
+        ).outerjoin(baselines, baselines.c.id == monitors.c.baseline_id),
     )
 
 
@@ -220,3 +222,9 @@ def executions_of_kind(
     if since is not None:
         stmt = stmt.where(lineage_executions.c.started_at >= since)
     return _all(conn, stmt.order_by(lineage_executions.c.started_at.desc()))
+
+
+def artifacts_of_kind(conn: Connection, kind: str) -> list[dict[str, Any]]:
+    """Lineage artifacts of one kind (Clarify reports, monitor reports, ...), oldest first."""
+    stmt = select(lineage_artifacts).where(lineage_artifacts.c.kind == kind)
+    return _all(conn, stmt.order_by(lineage_artifacts.c.created_at))

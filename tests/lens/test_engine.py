@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -227,3 +229,74 @@ def test_explainability_follows_the_agreed_level(tmp_path) -> None:  # type: ign
     ws.monitoring.run_monitor("ep-feature-attribution-drift", dataset="val@1")
     r = _results(ws)["MLPER-13"]
     assert r["status"] == "pass", r["reason"]
+
+
+def _capture_rows(ws: Workspace, n: int) -> None:
+    """Traffic captured at ``ep`` as its replica writes it: inputs, prediction, probability."""
+    from wellml.serving.capture import CaptureWriter
+
+    ep = ws.endpoints.get("ep")
+    model = ws.registry.load("m@1")
+    rows = pd.DataFrame({"x": np.linspace(-0.3, 0.3, n)})
+    proba = model.predict_proba(rows)
+    writer = CaptureWriter(
+        ws.urls.capture,
+        "ep",
+        flush_seconds=60,
+        on_file=lambda uri, k, t0, t1: ws.endpoints._record_capture(ep.id, uri, k, t0, t1),
+    )
+    for i in range(n):
+        writer.add(
+            f"r{i}",
+            "m@1",
+            rows.iloc[[i]],
+            {"prediction": [int(proba[i].argmax())], "probability": [float(proba[i].max())]},
+        )
+    writer.close()
+
+
+def test_human_review_is_declared_queued_timely_and_measured(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from sqlalchemy import update
+
+    from wellml.store.tables import review_items
+
+    ws = Workspace.init(tmp_path / "undeclared")
+    _deploy(ws)
+    assert "does not say whether" in _results(ws)["MLPER-18"]["reason"]
+    ws = Workspace.init(tmp_path / "no", spec={"endpoints": {"ep": {"human_review": False}}})
+    _deploy(ws)
+    assert "without a rationale" in _results(ws)["MLPER-18"]["reason"]
+    ws = Workspace.init(
+        tmp_path / "why",
+        spec={"endpoints": {"ep": {"human_review": False, "human_review_rationale": "batch"}}},
+    )
+    _deploy(ws)
+    assert _results(ws)["MLPER-18"]["status"] == "pass"
+
+    ws = Workspace.init(
+        tmp_path / "yes", spec={"endpoints": {"ep": {"human_review": True, "review_sla_hours": 24}}}
+    )
+    _deploy(ws)
+    r = _results(ws)["MLPER-18"]
+    assert "no review queue" in r["reason"] and "no model-quality monitor" in r["reason"]
+    ws.monitoring.reviews.configure("ep", threshold=0.99)
+    _capture_rows(ws, 8)
+    assert ws.monitoring.reviews.fill("ep")[0].queued == 8
+    ws.monitoring.create_monitor("ep", kind="model_quality")
+    assert _results(ws)["MLPER-18"]["status"] == "pass", _results(ws)["MLPER-18"]["reason"]
+
+    # The same items queued one a day over the last 8 days and never reviewed: the backlog
+    # grew every day and the oldest are past the 24 h SLA.
+    now = time.time()
+    ids = [i.id for i in ws.monitoring.reviews.items("ep", limit=None)]
+    with ws.metadata.write() as conn:
+        for k, item_id in enumerate(ids):
+            conn.execute(
+                update(review_items)
+                .where(review_items.c.id == item_id)
+                .values(created_at=now - (7 - k) * 86400 - 60)
+            )
+    r = _results(ws)["MLPER-18"]
+    assert r["status"] == "fail" and r["failing"] == ["endpoint:ep"]
+    assert "older than the 24 h review SLA" in r["reason"]
+    assert "backlog grew on each of the last 7 days" in r["reason"]

@@ -8,6 +8,7 @@ nothing is in scope it returns ``not-evaluated`` with the reason, never a pass.
 from __future__ import annotations
 
 import functools
+import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -132,6 +133,17 @@ class Evidence:
         """Clarify reports in lineage, with their properties (model, dataset, kinds)."""
         with self.ws.metadata.read() as conn:
             return sql.artifacts_of_kind(conn, "clarify_report")
+
+    @functools.cached_property
+    def review_queues(self) -> dict[str, dict[str, Any]]:
+        """Review queues by endpoint id."""
+        with self.ws.metadata.read() as conn:
+            return {q["endpoint_id"]: q for q in sql.review_queues_all(conn)}
+
+    @functools.cached_property
+    def review_items(self) -> list[dict[str, Any]]:
+        with self.ws.metadata.read() as conn:
+            return sql.review_items_all(conn)
 
     @functools.cached_property
     def tokens(self) -> list[dict[str, Any]]:
@@ -620,6 +632,57 @@ def explainability_evaluated(ev: Evidence) -> CheckOutcome:
         if problems:
             failing[version["ref"]] = ", ".join(problems)
     return _outcome(examined, failing, what=f"serving model versions (level {level})")
+
+
+@check("MLPER-18")
+def human_in_the_loop(ev: Evidence) -> CheckOutcome:
+    """Each endpoint's entry in ``wellml.yaml`` says whether people review its predictions
+    (``human_review``; when not, ``human_review_rationale`` says why). A reviewed endpoint has
+    a review queue that queued items in the last 30 days, its pending items' age at p95 is
+    within ``review_sla_hours`` (72), its backlog did not grow on each of the last 7 days,
+    and a model-quality monitor reads the ground truth the reviewers' labels become."""
+    failing: dict[str, str] = {}
+    examined = []
+    for ep in ev.endpoints:
+        ref = f"endpoint:{ep['name']}"
+        examined.append(ref)
+        declared = ev.spec.endpoints.get(ep["name"])
+        wanted = declared.human_review if declared else None
+        if wanted is None:
+            failing[ref] = "wellml.yaml does not say whether its predictions need human review"
+            continue
+        if not wanted:
+            if not declared or not declared.human_review_rationale.strip():
+                failing[ref] = "human review is declared unnecessary without a rationale"
+            continue
+        problems = []
+        items = [i for i in ev.review_items if i["endpoint_id"] == ep["id"]]
+        if ep["id"] not in ev.review_queues:
+            problems.append("no review queue")
+        elif not any(i["created_at"] >= ev.now - 30 * DAY for i in items):
+            problems.append("no review items queued in 30 days")
+        ages = sorted(ev.now - i["created_at"] for i in items if i["status"] == "pending")
+        sla = declared.review_sla_hours * 3600 if declared else 72 * 3600
+        if ages and ages[min(len(ages) - 1, int(0.95 * len(ages)))] > sla:
+            problems.append(f"pending items older than the {sla / 3600:g} h review SLA")
+        backlog = [
+            sum(
+                1
+                for i in items
+                if i["created_at"] <= ev.now - k * DAY
+                and (i["reviewed_at"] is None or i["reviewed_at"] > ev.now - k * DAY)
+            )
+            for k in range(7, -1, -1)
+        ]
+        if all(later > earlier for earlier, later in itertools.pairwise(backlog)):
+            problems.append("the review backlog grew on each of the last 7 days")
+        if not any(
+            m["endpoint_id"] == ep["id"] and m["kind"] == "model_quality" for m in ev.monitors
+        ):
+            problems.append("no model-quality monitor reads the reviewers' labels")
+        if problems:
+            failing[ref] = ", ".join(problems)
+    return _outcome(examined, failing, what="endpoints")
 
 
 def _monitor_problems(ev: Evidence, ep: dict[str, Any], mon: dict[str, Any]) -> list[str]:

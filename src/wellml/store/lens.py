@@ -26,6 +26,8 @@ from wellml.store.tables import (
     monitors,
     quality_results,
     registered_models,
+    review_items,
+    review_queues,
     run_params,
     runs,
     tokens,
@@ -228,3 +230,23 @@ def artifacts_of_kind(conn: Connection, kind: str) -> list[dict[str, Any]]:
     """Lineage artifacts of one kind (Clarify reports, monitor reports, ...), oldest first."""
     stmt = select(lineage_artifacts).where(lineage_artifacts.c.kind == kind)
     return _all(conn, stmt.order_by(lineage_artifacts.c.created_at))
+
+
+def review_queues_all(conn: Connection) -> list[dict[str, Any]]:
+    """Every endpoint's review queue settings."""
+    return _all(conn, select(review_queues))
+
+
+def review_items_all(conn: Connection) -> list[dict[str, Any]]:
+    """Every review item's endpoint, status, prediction, label and times (no inputs)."""
+    return _all(
+        conn,
+        select(
+            review_items.c.endpoint_id,
+            review_items.c.status,
+            review_items.c.prediction,
+            review_items.c.label,
+            review_items.c.created_at,
+            review_items.c.reviewed_at,
+        ),
+    )

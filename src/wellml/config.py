@@ -80,6 +80,10 @@ class EndpointSpec(_Section):
 
     allowed_consumers: list[str] = Field(default_factory=list)
     slo: dict[str, float] = Field(default_factory=dict)
+    # Whether people review its low-confidence predictions (MLPER-18); when not, why not.
+    human_review: bool | None = None
+    human_review_rationale: str = ""
+    review_sla_hours: float = Field(default=72.0, gt=0)
 
 
 class FeatureFieldSpec(_Section):

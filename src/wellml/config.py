@@ -12,13 +12,24 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from wellml.errors import InvalidInput, NotFound
+from wellml.names import NAME_PATTERN, check_name
 
 SPEC_FILE = "wellml.yaml"
 STATE_DIR = ".wellml"
-_PIPELINE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+TRIGGER_KINDS = ("dataset",)
+"""The trigger kinds ``wellml.yaml`` declares (a monitor's drift alert names its pipeline on
+the monitor's alert route)."""
+_PIPELINE_REF = r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$"
 
 
 class _Section(BaseModel):
@@ -48,7 +59,7 @@ class Business(_Section):
 class Stage(_Section):
     """A deployment stage (dev, staging, prod, ...)."""
 
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: str = Field(min_length=1, pattern=NAME_PATTERN.pattern)
     tags: list[str] = Field(default_factory=list)
 
 
@@ -164,15 +175,105 @@ class FeatureDefinitions(_Section):
 class PipelineSpec(_Section):
     """A pipeline declared in ``wellml.yaml``: its ``module:function`` and default params."""
 
-    function: str = Field(min_length=1, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+    function: str = Field(min_length=1, pattern=_PIPELINE_REF)
     params: dict[str, Any] = Field(default_factory=dict)
     description: str = ""
+
+
+class ScheduleSpec(_Section):
+    """A cron schedule in ``wellml.yaml``: run a pipeline at every slot (five fields, UTC)."""
+
+    pipeline: str = Field(min_length=1)
+    cron: str = Field(min_length=1)
+    params: dict[str, Any] = Field(default_factory=dict)
+    executor: str = "local"
+
+    @field_validator("cron")
+    @classmethod
+    def _valid_cron(cls, value: str) -> str:
+        from wellml.pipelines.schedules import check_cron
+
+        try:
+            return check_cron(value)
+        except InvalidInput as exc:
+            raise ValueError(str(exc)) from None
+
+    @field_validator("executor")
+    @classmethod
+    def _valid_executor(cls, value: str) -> str:
+        return _executor(value)
+
+
+class TriggerSpec(_Section):
+    """An event trigger in ``wellml.yaml``: run a pipeline when something happens.
+
+    ``kind: dataset`` (the only kind declared here) runs once for every new version of
+    ``dataset``; ``dataset_param`` names the pipeline parameter that receives ``name@version``.
+    Retraining on a monitor's drift alert is declared on the monitor's alert route instead.
+    """
+
+    pipeline: str = Field(min_length=1)
+    kind: str = "dataset"
+    dataset: str = Field(min_length=1)
+    dataset_param: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    executor: str = "local"
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, value: str) -> str:
+        if value not in TRIGGER_KINDS:
+            raise ValueError(
+                f"unknown trigger kind {value!r}: use {', '.join(TRIGGER_KINDS)} (retraining "
+                "on drift is declared on a monitor's alert route)"
+            )
+        return value
+
+    @field_validator("dataset")
+    @classmethod
+    def _dataset_name(cls, value: str) -> str:
+        return _name(value, "dataset name")
+
+    @field_validator("executor")
+    @classmethod
+    def _valid_executor(cls, value: str) -> str:
+        return _executor(value)
+
+
+def _name(value: str, what: str) -> str:
+    try:
+        return check_name(value, what)
+    except InvalidInput as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _executor(value: str) -> str:
+    from wellml.pipelines.schedules import check_executor
+
+    try:
+        return check_executor(value)
+    except InvalidInput as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _check_pipelines_named(
+    entries: dict[str, ScheduleSpec] | dict[str, TriggerSpec], info: ValidationInfo, what: str
+) -> None:
+    declared = info.data.get("pipelines") or {}
+    for name, entry in entries.items():
+        _name(name, f"{what} name")
+        if entry.pipeline not in declared and not re.match(_PIPELINE_REF, entry.pipeline):
+            known = ", ".join(sorted(declared)) or "none declared"
+            raise ValueError(
+                f"{name}: unknown pipeline {entry.pipeline!r}: name one declared under "
+                f"pipelines ({known}) or give module:function"
+            )
 
 
 class ProjectSpec(_Section):
     """The contents of ``wellml.yaml``."""
 
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: str = Field(min_length=1, pattern=NAME_PATTERN.pattern)
     owner: str = ""
     description: str = ""
     business: Business = Field(default_factory=Business)
@@ -182,6 +283,9 @@ class ProjectSpec(_Section):
     endpoints: dict[str, EndpointSpec] = Field(default_factory=dict)
     features: FeatureDefinitions = Field(default_factory=FeatureDefinitions)
     pipelines: dict[str, PipelineSpec] = Field(default_factory=dict)
+    # After ``pipelines``: their validators look the declared pipelines up.
+    schedules: dict[str, ScheduleSpec] = Field(default_factory=dict)
+    triggers: dict[str, TriggerSpec] = Field(default_factory=dict)
     governance: Governance = Field(default_factory=Governance)
     lens: LensSettings = Field(default_factory=LensSettings)
 
@@ -199,9 +303,23 @@ class ProjectSpec(_Section):
         # `name: module:function` is the short form of `name: {function: module:function}`.
         if isinstance(value, dict):
             for name in value:
-                if not isinstance(name, str) or not _PIPELINE_NAME.match(name):
+                if not isinstance(name, str) or not NAME_PATTERN.match(name):
                     raise ValueError(f"invalid pipeline name {name!r}")
             return {k: {"function": v} if isinstance(v, str) else v for k, v in value.items()}
+        return value
+
+    @field_validator("schedules", "triggers")
+    @classmethod
+    def _known_pipelines(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        # Schedules and triggers share one namespace (one table of schedules).
+        what = "trigger" if info.field_name == "triggers" else "schedule"
+        _check_pipelines_named(value, info, what)
+        if info.field_name == "triggers":
+            both = set(value) & set(info.data.get("schedules") or {})
+            if both:
+                raise ValueError(
+                    f"{', '.join(sorted(both))}: a schedule and a trigger cannot share a name"
+                )
         return value
 
     @field_validator("stages")
@@ -227,7 +345,9 @@ def parse_spec(data: Any, *, source: str = SPEC_FILE) -> ProjectSpec:
         lines = []
         for err in exc.errors():
             where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-            lines.append(f"{source}: {where}: {err['msg']}")
+            # A validator's own message reads better without pydantic's "Value error, ".
+            cause = (err.get("ctx") or {}).get("error") if err["type"] == "value_error" else None
+            lines.append(f"{source}: {where}: {cause if cause is not None else err['msg']}")
         raise InvalidInput("\n".join(lines)) from None
 
 

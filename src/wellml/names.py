@@ -1,4 +1,5 @@
-"""Names and references: ``name``, ``name@3``, ``name@alias``, ``kind:name@3``."""
+"""Names and references: ``name``, ``name@3``, ``name@alias``, ``kind:name@3``; and the keys of
+run params, metrics and tags."""
 
 from __future__ import annotations
 
@@ -7,7 +8,11 @@ from dataclasses import dataclass
 
 from wellml.errors import InvalidInput
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+"""What a record name looks like: 1-128 letters, digits, ``_ . -``, not starting with ``_ . -``."""
+
+KEY_PATTERN = re.compile(r"^[A-Za-z0-9_.\-/ :]{1,250}$")
+"""What a run's param, metric or tag key looks like: 1-250 letters, digits, spaces, ``_.-/:``."""
 
 
 def check_name(name: str, what: str = "name") -> str:
@@ -17,12 +22,25 @@ def check_name(name: str, what: str = "name") -> str:
         InvalidInput: it is empty, too long, or has characters other than letters, digits,
             ``_``, ``.`` and ``-`` (names appear in paths and URLs).
     """
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
         raise InvalidInput(
             f"invalid {what} {name!r}: use 1-128 letters, digits, '_', '.' or '-', "
             "starting with a letter or digit"
         )
     return name
+
+
+def check_key(key: str, what: str = "param") -> str:
+    """Return ``key`` if it is a valid param, metric or tag key.
+
+    Raises:
+        InvalidInput: it is not a string of 1-250 letters, digits, spaces or ``_ . - / :``.
+    """
+    if not isinstance(key, str) or not KEY_PATTERN.match(key):
+        raise InvalidInput(
+            f"invalid {what} key {key!r}: 1-250 letters, digits, spaces or _ . - / :"
+        )
+    return key
 
 
 @dataclass(frozen=True)

@@ -432,3 +432,35 @@ def test_a_pipeline_runs_and_caches_on_postgres(
         assert any(ref.startswith("pipeline-step:") for ref in up.refs())
     finally:
         ws.close()
+
+
+def test_each_step_cache_key_is_computed_once_and_recorded(
+    workspace: Workspace, markers: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from wellml.pipelines import runner
+
+    calls: list[str] = []
+    real = runner.cache_key
+
+    def counting(node, inputs):  # type: ignore[no-untyped-def]
+        calls.append(node.name)
+        return real(node, inputs)
+
+    monkeypatch.setattr(runner, "cache_key", counting)
+    run = workspace.pipelines.run(s.arithmetic, {"marker_dir": str(markers)})
+    assert sorted(calls) == ["make_numbers", "scale", "total"]
+    keys = {st.name: st.cache_key for st in run.steps}
+    assert all(keys.values())
+
+    # A step retried after failures: still one key, the one its completed record carries.
+    calls.clear()
+    flaky = workspace.pipelines.run(s.flaky_pipeline, {"marker_dir": str(markers)})
+    assert calls == ["flaky"] and flaky.step("flaky").attempts == 3
+    assert flaky.step("flaky").cache_key
+
+    # The second run finds every step by the same keys.
+    calls.clear()
+    again = workspace.pipelines.run(s.arithmetic, {"marker_dir": str(markers)})
+    assert sorted(calls) == ["make_numbers", "scale", "total"]
+    assert {st.name: st.cache_key for st in again.steps} == keys
+    assert again.counts() == {"cached": 3}

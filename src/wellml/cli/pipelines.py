@@ -12,9 +12,10 @@ from rich.markup import escape
 
 from wellml.cli.context import state
 from wellml.cli.output import Format, emit_json, err_console, show_mapping, show_table, when
+from wellml.config import SPEC_FILE
 from wellml.errors import InvalidInput, NotFound
 from wellml.pipelines.records import PipelineRun, StepRun
-from wellml.pipelines.schedules import Firing, Schedule
+from wellml.pipelines.schedules import AppliedSchedule, Firing, Schedule
 
 app = typer.Typer(
     help="Pipelines: DAGs of steps with caching, gates and resume.", no_args_is_help=True
@@ -275,14 +276,22 @@ def _report_schedule(sched: Schedule, format: Format, message: Callable[[], str]
     err_console.print(message())
 
 
+def _report_applied(applied: list[AppliedSchedule]) -> None:
+    for a in applied:
+        color = "white" if a.action == "unchanged" else "green"
+        err_console.print(f"{SPEC_FILE}: schedule {escape(repr(a.name))} [{color}]{a.action}[/]")
+
+
 @app.command("schedule")
 def schedule(
     pipeline: Annotated[
-        str, typer.Argument(help="A pipeline declared in wellml.yaml, or MODULE:PIPELINE.")
-    ],
+        str | None,
+        typer.Argument(help="A pipeline declared in wellml.yaml, or MODULE:PIPELINE."),
+    ] = None,
     cron: Annotated[
-        str, typer.Option("--cron", help="Five-field cron expression in UTC, e.g. '0 3 * * *'.")
-    ],
+        str | None,
+        typer.Option("--cron", help="Five-field cron expression in UTC, e.g. '0 3 * * *'."),
+    ] = None,
     param: Annotated[
         list[str] | None, typer.Option("--param", "-p", help="key=value (repeatable).")
     ] = None,
@@ -295,9 +304,30 @@ def schedule(
     replace: Annotated[
         bool, typer.Option("--replace", help="Change an existing schedule of that name.")
     ] = False,
+    from_config: Annotated[
+        bool,
+        typer.Option(
+            "--from-config",
+            help="Apply the schedules and triggers declared in wellml.yaml (idempotent).",
+        ),
+    ] = False,
     format: FormatOpt = Format.table,
 ) -> None:
-    """Run a pipeline at every cron slot; `wellml pipelines scheduler` must be running."""
+    """Run a pipeline at every cron slot; `wellml pipelines scheduler` must be running.
+    With --from-config, create or update what wellml.yaml declares instead."""
+    if from_config:
+        if pipeline is not None or cron is not None or param:
+            raise InvalidInput("--from-config takes no pipeline, --cron or --param")
+        applied = state.open().pipelines.apply_schedules()
+        if format is Format.json:
+            emit_json([a.to_dict() for a in applied])
+        elif not applied:
+            err_console.print(f"{SPEC_FILE} declares no schedules or triggers")
+        else:
+            _report_applied(applied)
+        return
+    if pipeline is None or cron is None:
+        raise InvalidInput("name a pipeline and give --cron, or pass --from-config")
     sched = state.open().pipelines.schedule(
         pipeline,
         cron=cron,
@@ -395,17 +425,28 @@ def scheduler(
         str,
         typer.Option("--executor", "-e", help="Where monitors' retrain triggers run."),
     ] = "local",
+    config: Annotated[
+        bool,
+        typer.Option(
+            "--config/--no-config",
+            help="Apply wellml.yaml's schedules and triggers first (idempotent).",
+        ),
+    ] = True,
     format: FormatOpt = Format.table,
 ) -> None:
     """Run due cron schedules, dataset triggers and monitors' retrain triggers; keeps running
-    (checking every --interval seconds) until stopped with Ctrl-C or SIGTERM."""
+    (checking every --interval seconds) until stopped with Ctrl-C or SIGTERM. The schedules
+    and triggers wellml.yaml declares are applied first."""
     import signal
     import threading
 
     quiet = once and format is Format.json
-    sched = state.open().pipelines.scheduler(
-        executor=executor, on_firing=None if quiet else _print_firing
-    )
+    pipes = state.open().pipelines
+    if config:
+        applied = pipes.apply_schedules()
+        if not quiet:
+            _report_applied([a for a in applied if a.action != "unchanged"])
+    sched = pipes.scheduler(executor=executor, on_firing=None if quiet else _print_firing)
     if once:
         fired = sched.tick()
         if format is Format.json:

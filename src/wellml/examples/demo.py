@@ -1,8 +1,9 @@
 """The demo workload: customer churn through every lifecycle phase in a fresh workspace.
 
-Data is generated, registered, profiled and checked; three candidate algorithms are trained and
-tracked; the best is registered with a model card, approved and served; held-out and then
-drifted traffic is sent to it; the drift monitor runs after each; the lens review closes.
+Data is generated, registered, profiled and checked; a pipeline tunes, trains and compares three
+candidate algorithms and registers the best with a model card (run twice, to show its cache);
+the model is approved and served; held-out and then drifted traffic is sent to it; the drift
+monitor runs after each; the lens review closes.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 import pandas as pd
 import yaml
+from sklearn.base import clone
 
 from wellml.errors import AlreadyExists
 from wellml.examples import churn
@@ -29,6 +31,7 @@ MODEL = "churn"
 CONSUMER = "churn-app"
 FEATURE_VIEW = "customer-profile"
 RETRAIN_PIPELINE = "wellml.examples.churn_pipeline:retrain"
+DEVELOP_PIPELINE = "wellml.examples.churn_pipeline:develop"
 FEATURE_SERVICE = "churn-model"
 # Every model update reaches traffic by canary: 10% for a 3-second bake, then the rest, rolled
 # back by itself if errors or latency break their limits.
@@ -129,49 +132,15 @@ class DemoResult:
     review_counts: dict[str, int] = field(default_factory=dict)
     features: dict[str, Any] = field(default_factory=dict)
     clarify: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
     retraining: dict[str, Any] = field(default_factory=dict)
     monitors: dict[str, Any] = field(default_factory=dict)
     outputs: dict[str, str] = field(default_factory=dict)
 
 
-def _candidates() -> dict[str, Any]:
-    from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
-    from sklearn.linear_model import LogisticRegression
-
-    return {
-        "logistic-regression": LogisticRegression(C=1.0, max_iter=1000),
-        "random-forest": RandomForestClassifier(
-            n_estimators=150, min_samples_leaf=5, n_jobs=2, random_state=0
-        ),
-        "gradient-boosting": HistGradientBoostingClassifier(
-            max_iter=200, learning_rate=0.08, early_stopping=False, random_state=0
-        ),
-    }
-
-
-def _pipeline(estimator: Any) -> Any:
-    from sklearn.compose import ColumnTransformer
-    from sklearn.impute import SimpleImputer
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import OneHotEncoder, StandardScaler
-
-    pre = ColumnTransformer(
-        [
-            (
-                "num",
-                Pipeline(
-                    [("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]
-                ),
-                list(churn.NUMERIC),
-            ),
-            (
-                "cat",
-                OneHotEncoder(handle_unknown="ignore", sparse_output=False),
-                list(churn.CATEGORICAL),
-            ),
-        ]
-    )
-    return Pipeline([("prepare", pre), ("model", estimator)])
+def _kpi_target(name: str) -> float:
+    """The target of one of the business KPIs in :data:`SPEC`."""
+    return float(next(k["target"] for k in SPEC["business"]["kpis"] if k["name"] == name))
 
 
 def _git_snapshot(root: Path) -> bool:
@@ -341,59 +310,36 @@ def _run(
         ws.data.profile(dv)
         ws.data.check(dv, QUALITY_RULES)
 
-    say("train and track three candidate algorithms")
-    from wellml.tracking.autolog import autolog
-
+    say("train, tune and compare three candidates in a pipeline; register the best")
     X_tr, y_tr = train_df[list(churn.FEATURES)], train_df[churn.TARGET]
     X_va, y_va = val_df[list(churn.FEATURES)], val_df[churn.TARGET]
-    best: tuple[float, Any, Any] | None = None
-    for name, estimator in _candidates().items():
-        with ws.tracking.start_run("churn", name=name, tags={"candidate": name}) as run:
-            run.log_input(train, "train")
-            run.log_input(val, "validation")
-            model = _pipeline(estimator)
-            with autolog(run, eval_set=(X_va, y_va)):
-                model.fit(X_tr, y_tr)
-            auc = run.record().metrics["val_roc_auc"]
-            result.candidates[name] = float(auc or 0.0)
-            if best is None or (auc or 0) > best[0]:
-                best = (float(auc or 0.0), run, model)
-    assert best is not None
-    best_auc, best_run, best_model = best
+    develop_params = {
+        "workspace": str(ws.root),
+        "train_dataset": train.ref,
+        "validation_dataset": val.ref,
+        "target_auc": _kpi_target("roc_auc"),
+    }
+    developed = ws.pipelines.run(DEVELOP_PIPELINE, params=develop_params, raise_on_failure=False)
+    if developed.status != "completed":
+        raise RuntimeError(f"the training pipeline {developed.status}: {developed.error}")
+    comparison = ws.pipelines.load_output(developed, "compare")
+    result.candidates = dict(comparison["scores"])
+    mv = ws.registry.get(ws.pipelines.load_output(developed, "register_best"))
+    best_run = ws.tracking.get_run(comparison["best"]["run_id"])
+    best_auc = float(comparison["best"]["roc_auc"])
+    val_metrics = dict(mv.metrics)
+    card = {k: v for k, v in mv.card.items() if k != "owner"}
     result.best_run = best_run.id
 
-    say("register the best model with its model card")
-    record = ws.tracking.get_run(best_run.id)
-    val_metrics = {
-        k.removeprefix("val_"): v
-        for k, v in record.metrics.items()
-        if k.startswith("val_") and k != "val_loss"
+    say("run the training pipeline again: every step comes from the cache")
+    again = ws.pipelines.run(DEVELOP_PIPELINE, params=develop_params, raise_on_failure=False)
+    result.training = {
+        "pipeline_run": developed.id,
+        "counts": developed.counts(),
+        "second_run": again.id,
+        "second_counts": again.counts(),
+        "tuned_params": ws.pipelines.load_output(developed, "tune_candidate")["params"],
     }
-    card = {
-        "intended_use": "Rank current subscribers by churn risk for retention offers; "
-        "not for pricing or credit decisions.",
-        "training_data": [train.ref],
-        "evaluation_data": [val.ref],
-        "metrics": val_metrics,
-        "limitations": "Trained on six months of snapshots; re-validate after price changes "
-        "or contract-mix shifts.",
-        "ethical_considerations": "Senior status and gender are not model inputs' targets; "
-        "review offer rates by segment before use.",
-        "kpis": ["roc_auc", "retention_rate"],
-        "selection": f"best validation ROC AUC of {len(result.candidates)} candidates: "
-        + ", ".join(f"{k} {v:.3f}" for k, v in result.candidates.items()),
-    }
-    mv = ws.registry.register(
-        MODEL,
-        best_model,
-        X=X_tr,
-        y=y_tr,
-        run=best_run,
-        card=card,
-        metrics=val_metrics,
-        owner="ml-lead",
-        description="Churn risk classifier",
-    )
     ws.registry.approve(
         mv.ref,
         by="risk-officer",
@@ -427,7 +373,7 @@ def _run(
         )
 
         say("refit the best candidate on training + validation data; roll it out by canary")
-        final = _pipeline(_candidates()[record.name]).fit(
+        final = clone(ws.registry.load(mv.ref)).fit(
             pd.concat([X_tr, X_va]), pd.concat([y_tr, y_va])
         )
         say("explain the model (SHAP) and measure bias on a facet (Clarify)")
@@ -523,6 +469,9 @@ def _run(
         "lens review (json)": str(js),
         "clarify": f"bias report {ws.root / 'bias-report.html'}, SHAP report "
         f"{ws.root / 'shap-report.html'} (wellml clarify list)",
+        "training": f"{DEVELOP_PIPELINE} run {result.training['pipeline_run'][:12]}: "
+        f"{result.training['counts']}; the same run again: {result.training['second_counts']} "
+        "(wellml pipelines show RUN_ID)",
         "retraining": f"drift alert ran {RETRAIN_PIPELINE}: "
         f"{result.retraining.get('first_run')}; the same run again: "
         f"{result.retraining.get('second_counts')} (wellml pipelines list)",

@@ -44,10 +44,11 @@ from wellml.pipelines.executors import (
     TaskResult,
 )
 from wellml.pipelines.records import PipelineRun, StepRun
-from wellml.pipelines.schedules import Firing, Schedule, Scheduler
+from wellml.pipelines.schedules import AppliedSchedule, Firing, Schedule, Scheduler
 from wellml.pipelines.service import Pipelines
 
 __all__ = [
+    "AppliedSchedule",
     "Condition",
     "Executor",
     "Firing",

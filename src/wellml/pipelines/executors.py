@@ -148,31 +148,79 @@ def _artifact_store(url: str) -> ArtifactStore:
         return store
 
 
-class _Timeout(BaseException):
-    """Raised inside a step by the timer signal; a BaseException so ``except Exception`` in
-    user code does not swallow it."""
+class TimeLimitExceeded(BaseException):
+    """Raised inside the code under :func:`time_limit` when its time is up; a BaseException
+    so that ``except Exception`` in user code does not swallow it.
+
+    Attributes:
+        limit: the :class:`TimeLimit` that ran out (None when the time was up before the
+            block started).
+    """
+
+    def __init__(self, message: str, limit: TimeLimit | None = None) -> None:
+        super().__init__(message)
+        self.limit = limit
+
+
+@dataclass(frozen=True, eq=False)
+class TimeLimit:
+    """The handle :func:`time_limit` yields: tells its own expiry from an enclosing one's.
+
+    Attributes:
+        seconds: the limit; ``enforced`` is False where no timer signal can interrupt the
+            block (not the main thread, or no ``setitimer`` on the platform).
+    """
+
+    seconds: float | None
+    enforced: bool
+
+    def owns(self, exc: TimeLimitExceeded) -> bool:
+        """Whether ``exc`` is this limit running out (not an enclosing limit's)."""
+        return exc.limit is self
 
 
 @contextlib.contextmanager
-def _alarm(seconds: float | None) -> Iterator[None]:
-    if (
-        seconds is None
-        or not hasattr(signal, "setitimer")
-        or threading.current_thread() is not threading.main_thread()
-    ):
-        yield
+def time_limit(seconds: float | None) -> Iterator[TimeLimit]:
+    """Interrupt the block with :class:`TimeLimitExceeded` after ``seconds`` (a timer signal).
+
+    Limits nest: an enclosing limit that runs out first still interrupts the block with its
+    own exception, and is re-armed afterwards. Only the main thread of a process on a platform
+    with ``setitimer`` can be interrupted; elsewhere, and with ``seconds=None``, the block runs
+    without a limit. Code stuck in a native call is interrupted when it returns to Python.
+
+    Raises:
+        TimeLimitExceeded: ``seconds`` is 0 or less (the time is already up).
+    """
+    enforced = (
+        seconds is not None
+        and hasattr(signal, "setitimer")
+        and threading.current_thread() is threading.main_thread()
+    )
+    limit = TimeLimit(seconds, enforced)
+    if seconds is not None and seconds <= 0:
+        raise TimeLimitExceeded("the time limit was up before the work started", limit)
+    if not enforced or seconds is None:
+        yield limit
         return
+    previous = signal.getsignal(signal.SIGALRM)
+    outer_left = signal.getitimer(signal.ITIMER_REAL)[0]
+    started = time.monotonic()
+    outer_at = started + outer_left if outer_left > 0 else None
 
-    def _fire(_signum: int, _frame: Any) -> None:
-        raise _Timeout
+    def _fire(signum: int, frame: Any) -> None:
+        if outer_at is not None and time.monotonic() >= outer_at - 1e-3 and callable(previous):
+            previous(signum, frame)  # the enclosing limit's handler raises its own exception
+        raise TimeLimitExceeded(f"the time limit of {seconds:g} s ran out", limit)
 
-    previous = signal.signal(signal.SIGALRM, _fire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    signal.signal(signal.SIGALRM, _fire)
+    signal.setitimer(signal.ITIMER_REAL, min(seconds, outer_left) if outer_left > 0 else seconds)
     try:
-        yield
+        yield limit
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous if previous is not None else signal.SIG_DFL)
+        if outer_at is not None:
+            signal.setitimer(signal.ITIMER_REAL, max(outer_at - time.monotonic(), 1e-3))
 
 
 @contextlib.contextmanager
@@ -227,9 +275,9 @@ def _execute(task: StepTask, started: float, portable: bool, alarm: bool) -> Tas
     except Exception as exc:
         return _failure(task, started, "executor", exc, portable)
     try:
-        with _alarm(task.timeout if alarm else None):
+        with time_limit(task.timeout if alarm else None):
             value = task.step.fn(**kwargs)
-    except _Timeout:
+    except TimeLimitExceeded:
         return _timed_out(task, started)
     except Exception as exc:
         return _failure(task, started, "user", exc, portable, skip_frames=1)
@@ -545,7 +593,12 @@ def ray_options(resources: Mapping[str, float]) -> dict[str, Any]:
     return opts
 
 
-def _import_ray() -> Any:
+def import_ray() -> Any:
+    """The ``ray`` module.
+
+    Raises:
+        BackendUnavailable: Ray is not installed.
+    """
     try:
         import ray
     except ImportError:
@@ -577,7 +630,7 @@ class RayExecutor:
         runtime_env: Mapping[str, Any] | None = None,
         shutdown: bool = False,
     ) -> None:
-        ray = _import_ray()
+        ray = import_ray()
         self._ray = ray
         self._started = False
         if not ray.is_initialized():

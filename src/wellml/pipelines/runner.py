@@ -121,6 +121,9 @@ class RunOrchestrator:
         self._retries: list[tuple[float, int, str, int, float]] = []
         self._seq = 0
         self._waiting: set[str] = set()
+        # Each step's cache key, computed once when the step is decided and reused when its
+        # completion is recorded (None for steps with ``cache=False``).
+        self._cache_keys: dict[str, str | None] = {}
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -167,8 +170,8 @@ class RunOrchestrator:
             if status != "recorded":
                 self._defer(node, status, reason)
             return
-        inputs = self._inputs(node)
-        key = cache_key(node, inputs) if node.step.options.cache else None
+        key = cache_key(node, self._inputs(node)) if node.step.options.cache else None
+        self._cache_keys[node.name] = key
         if key is not None:
             hit = self._cache_hit(key)
             if hit is not None:
@@ -348,7 +351,7 @@ class RunOrchestrator:
     def _record_completed(self, node: Node, result: TaskResult, attempt: _Attempt) -> None:
         assert result.output is not None
         stored = result.output
-        key = cache_key(node, self._inputs(node)) if node.step.options.cache else None
+        key = self._cache_keys.get(node.name)
         reason = ""
         if node.step.options.gate:
             verdict = load_value(self._artifacts, stored)

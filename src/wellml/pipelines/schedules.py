@@ -18,6 +18,10 @@ transaction that records the firing; only then does it run the pipeline. Of two 
 one gets a slot, and a restarted scheduler never runs a slot again. The price is at-most-once:
 a scheduler killed while running a pipeline leaves the firing ``interrupted`` (its pipeline run
 too), and ``wellml pipelines resume RUN_ID`` finishes it.
+
+Schedules and triggers may also be declared in ``wellml.yaml`` (``schedules:``, ``triggers:``);
+:meth:`Schedules.apply` makes the records match them, idempotently, and the scheduler command
+applies them at its start.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy.exc
 
-from wellml.config import current_user
+from wellml.config import SPEC_FILE, current_user
 from wellml.errors import Conflict, InvalidInput, NotFound, WellmlError
 from wellml.names import check_name
 from wellml.pipelines.executors import EXECUTORS
@@ -44,6 +48,7 @@ from wellml.store import pipelines as sql
 from wellml.store.metadata import new_id, now
 
 if TYPE_CHECKING:
+    from wellml.config import ProjectSpec
     from wellml.pipelines.records import PipelineRun
     from wellml.pipelines.service import Pipelines
 
@@ -240,7 +245,13 @@ def _firing(row: dict[str, Any], schedule: str | None = None) -> Firing:
     )
 
 
-def _check_executor(executor: str) -> str:
+def check_executor(executor: str) -> str:
+    """Return ``executor`` if a schedule can run on it: a known executor or a ``ray://``
+    address.
+
+    Raises:
+        InvalidInput: it is neither.
+    """
     if not isinstance(executor, str) or not (
         executor in EXECUTORS or executor.startswith("ray://")
     ):
@@ -248,6 +259,32 @@ def _check_executor(executor: str) -> str:
             f"unknown executor {executor!r}: use {', '.join(EXECUTORS)} or a ray:// address"
         )
     return executor
+
+
+_DEFINITION = ("pipeline", "kind", "cron", "dataset", "dataset_param", "params", "executor")
+
+
+def _same_definition(existing: Mapping[str, Any], row: Mapping[str, Any]) -> bool:
+    return bool(existing["enabled"]) and all(
+        (existing[k] or None) == (row[k] or None) for k in _DEFINITION
+    )
+
+
+@dataclass(frozen=True)
+class AppliedSchedule:
+    """What applying ``wellml.yaml`` did to one declared schedule or trigger.
+
+    Attributes:
+        name: the schedule's name.
+        action: ``created``, ``updated`` (changed or re-enabled) or ``unchanged``.
+    """
+
+    name: str
+    action: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for JSON output."""
+        return {"name": self.name, "action": self.action}
 
 
 def default_name(pipeline: str, suffix: str = "") -> str:
@@ -296,12 +333,48 @@ class Schedules:
     ) -> Schedule:
         """Create (or replace) a cron schedule or a dataset trigger; see :meth:`Pipelines.schedule`
         and :meth:`Pipelines.trigger`."""
+        row = self._prepare(
+            pipeline,
+            cron=cron,
+            on_dataset=on_dataset,
+            dataset_param=dataset_param,
+            params=params,
+            name=name,
+            executor=executor,
+        )
+        try:
+            with self._store.write() as conn:
+                existing = sql.schedule_by_name(conn, row["name"])
+                if existing is not None and existing["enabled"] and not replace:
+                    raise Conflict(
+                        f"schedule {row['name']!r} exists ({_schedule(existing).when}); pass "
+                        "replace (--replace) to change it, or choose another name"
+                    )
+                self._write(conn, existing, row)
+        except sqlalchemy.exc.IntegrityError:
+            raise Conflict(
+                f"schedule {row['name']!r} was created at the same moment elsewhere"
+            ) from None
+        return self.get(row["name"])
+
+    def _prepare(
+        self,
+        pipeline: str,
+        *,
+        cron: str | None,
+        on_dataset: str | None,
+        dataset_param: str | None,
+        params: Mapping[str, Any] | None,
+        name: str | None,
+        executor: str,
+    ) -> dict[str, Any]:
+        """Check a schedule's definition and return its row (without id and creator)."""
         if (cron is None) == (on_dataset is None):
             raise InvalidInput("give either a cron expression or a dataset to trigger on")
         if not isinstance(pipeline, str) or not pipeline:
             raise InvalidInput("name the pipeline: a declared name or module:function")
         params = dict(params or {})
-        _check_executor(executor)
+        check_executor(executor)
         at = now()
         if cron is not None:
             kind = "cron"
@@ -320,7 +393,7 @@ class Schedules:
         if dataset_param is not None and kind != "dataset":
             raise InvalidInput("dataset_param is for dataset triggers only")
         self._check_pipeline(pipeline, params, dataset_param)
-        row = {
+        return {
             "name": name,
             "pipeline": pipeline,
             "kind": kind,
@@ -333,24 +406,90 @@ class Schedules:
             "cursor": cursor,
             "updated_at": at,
         }
-        try:
-            with self._store.write() as conn:
-                existing = sql.schedule_by_name(conn, name)
-                if existing is None:
-                    sql.insert_schedule(
-                        conn,
-                        {"id": new_id(), "created_at": at, "created_by": current_user(), **row},
-                    )
-                elif existing["enabled"] and not replace:
-                    raise Conflict(
-                        f"schedule {name!r} exists ({_schedule(existing).when}); pass replace "
-                        "(--replace) to change it, or choose another name"
-                    )
-                else:
-                    sql.update_schedule(conn, existing["id"], **row)
-        except sqlalchemy.exc.IntegrityError:
-            raise Conflict(f"schedule {name!r} was created at the same moment elsewhere") from None
-        return self.get(name)
+
+    @staticmethod
+    def _write(conn: Any, existing: dict[str, Any] | None, row: dict[str, Any]) -> None:
+        if existing is None:
+            sql.insert_schedule(
+                conn,
+                {
+                    "id": new_id(),
+                    "created_at": row["updated_at"],
+                    "created_by": current_user(),
+                    **row,
+                },
+            )
+        else:
+            sql.update_schedule(conn, existing["id"], **row)
+
+    def apply(self, spec: ProjectSpec) -> builtins.list[AppliedSchedule]:
+        """Make the schedules and triggers declared in ``wellml.yaml`` exist as declared.
+
+        Idempotent: a declared schedule that exists, enabled and with the same definition, is
+        left alone (its cursor too, so no slot runs twice); a changed or disabled one is
+        replaced (its cursor starts again from now, as for a new schedule); a missing one is
+        created. Schedules the file does not name are not touched. Every entry is checked
+        before anything is written, so a bad entry changes nothing.
+
+        Raises:
+            InvalidInput, NotFound: an entry whose pipeline, parameters or dataset is wrong
+                (the message names the entry).
+        """
+        wanted: builtins.list[tuple[str, dict[str, Any]]] = [
+            (
+                name,
+                {
+                    "cron": s.cron,
+                    "on_dataset": None,
+                    "dataset_param": None,
+                    "params": s.params,
+                    "executor": s.executor,
+                    "pipeline": s.pipeline,
+                },
+            )
+            for name, s in spec.schedules.items()
+        ] + [
+            (
+                name,
+                {
+                    "cron": None,
+                    "on_dataset": t.dataset,
+                    "dataset_param": t.dataset_param,
+                    "params": t.params,
+                    "executor": t.executor,
+                    "pipeline": t.pipeline,
+                },
+            )
+            for name, t in spec.triggers.items()
+        ]
+        rows = []
+        for name, definition in wanted:
+            try:
+                rows.append(self._prepare(name=name, **definition))
+            except (InvalidInput, NotFound) as exc:
+                where = "schedules" if definition["cron"] is not None else "triggers"
+                raise type(exc)(f"{SPEC_FILE}: {where}.{name}: {exc}") from None
+        for attempt in range(2):
+            applied: builtins.list[AppliedSchedule] = []
+            try:
+                with self._store.write() as conn:
+                    for row in rows:
+                        existing = sql.schedule_by_name(conn, row["name"])
+                        if existing is not None and _same_definition(existing, row):
+                            applied.append(AppliedSchedule(row["name"], "unchanged"))
+                            continue
+                        self._write(conn, existing, row)
+                        action = "created" if existing is None else "updated"
+                        applied.append(AppliedSchedule(row["name"], action))
+                break
+            except sqlalchemy.exc.IntegrityError:
+                # Another process applied the same file at the same moment; look again.
+                if attempt:
+                    raise Conflict("schedules were being applied elsewhere; try again") from None
+        for a in applied:
+            if a.action != "unchanged":
+                log.info("%s: schedule %r %s", SPEC_FILE, a.name, a.action)
+        return applied
 
     def get(self, name: str) -> Schedule:
         """A schedule by name.
@@ -416,7 +555,7 @@ class Scheduler:
     identity: str = field(default_factory=lambda: f"{HOST}:{os.getpid()}")
 
     def __post_init__(self) -> None:
-        _check_executor(self.executor)
+        check_executor(self.executor)
         self._store = self.pipelines._store
 
     # -- one pass ----------------------------------------------------------------------------

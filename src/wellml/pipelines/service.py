@@ -22,7 +22,13 @@ from wellml.store.metadata import new_id, now
 
 if TYPE_CHECKING:
     from wellml.config import PipelineSpec
-    from wellml.pipelines.schedules import Firing, Schedule, Scheduler, Schedules
+    from wellml.pipelines.schedules import (
+        AppliedSchedule,
+        Firing,
+        Schedule,
+        Scheduler,
+        Schedules,
+    )
     from wellml.workspace import Workspace
 
 log = logging.getLogger("wellml.pipelines")
@@ -321,6 +327,19 @@ class Pipelines:
             executor=executor,
             replace=replace,
         )
+
+    def apply_schedules(self) -> builtins.list[AppliedSchedule]:
+        """Create or update the schedules and triggers declared in ``wellml.yaml``
+        (``schedules:`` and ``triggers:``); idempotent, so it is safe to call at every start.
+
+        Returns:
+            What happened to each declared entry (``created``, ``updated``, ``unchanged``).
+
+        Raises:
+            InvalidInput, NotFound: an entry whose pipeline, parameters or dataset is wrong;
+                nothing is written then.
+        """
+        return self._book.apply(self._ws.spec)
 
     def schedules(self) -> builtins.list[Schedule]:
         """Every schedule and trigger by name, disabled ones too."""

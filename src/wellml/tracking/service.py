@@ -20,7 +20,7 @@ import sqlalchemy.exc
 from wellml.config import current_user
 from wellml.errors import Conflict, InvalidInput, NotFound
 from wellml.lineage.graph import LineageService
-from wellml.names import check_name
+from wellml.names import check_key, check_name
 from wellml.processes import HOST, died_here
 from wellml.store import tracking as sql
 from wellml.store.artifacts import ArtifactStore
@@ -28,7 +28,6 @@ from wellml.store.metadata import MetadataStore, new_id, now
 from wellml.tracking.resources import ResourceMeter, cpu_watts
 
 RUN_STATUSES = ("running", "finished", "failed", "killed")
-_KEY = re.compile(r"^[A-Za-z0-9_.\-/ :]{1,250}$")
 
 
 @dataclass(frozen=True)
@@ -104,14 +103,6 @@ def _record(row: dict[str, Any]) -> RunRecord:
     )
 
 
-def _check_key(key: str, what: str) -> str:
-    if not isinstance(key, str) or not _KEY.match(key):
-        raise InvalidInput(
-            f"invalid {what} key {key!r}: 1-250 letters, digits, spaces or _ . - / :"
-        )
-    return key
-
-
 def _as_float(key: str, value: Any) -> float:
     if isinstance(value, bool):
         return float(value)
@@ -165,16 +156,15 @@ class ActiveRun:
         points: list[tuple[str, float, int, float]] = []
         if isinstance(metrics, Mapping):
             points = [
-                (_check_key(k, "metric"), _as_float(k, v), int(step), ts)
-                for k, v in metrics.items()
+                (check_key(k, "metric"), _as_float(k, v), int(step), ts) for k, v in metrics.items()
             ]
         elif metrics:
             points = [
-                (_check_key(k, "metric"), _as_float(k, v), int(s), float(t))
+                (check_key(k, "metric"), _as_float(k, v), int(s), float(t))
                 for k, v, s, t in metrics
             ]
-        p = {_check_key(k, "param"): str(v) for k, v in (params or {}).items()}
-        t = {_check_key(k, "tag"): str(v) for k, v in (tags or {}).items()}
+        p = {check_key(k, "param"): str(v) for k, v in (params or {}).items()}
+        t = {check_key(k, "tag"): str(v) for k, v in (tags or {}).items()}
         with self._tracking._store.write() as conn:
             sql.write_batch(conn, self.id, metrics=points, params=p, tags=t)
 

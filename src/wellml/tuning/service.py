@@ -29,12 +29,11 @@ from typing import TYPE_CHECKING, Any
 
 from wellml.config import current_user
 from wellml.errors import InvalidInput, NotFound, UserCodeError, WellmlError
-from wellml.names import check_name
+from wellml.names import check_key, check_name
 from wellml.processes import HOST, died_here
 from wellml.store import tuning as sql
 from wellml.store.metadata import new_id, now
 from wellml.tracking.resources import cpu_watts, record_usage
-from wellml.tracking.service import _KEY as _TRACKING_KEY
 from wellml.tuning.objective import (
     EstimatorObjective,
     Metric,
@@ -51,6 +50,7 @@ from wellml.tuning.space import contains, describe, parse_space, space_to_json
 from wellml.tuning.trials import (
     StudyBroker,
     TrialOutcome,
+    budget_stop,
     describe_component,
     make_pruner,
     make_sampler,
@@ -64,8 +64,10 @@ if TYPE_CHECKING:
     from wellml.workspace import Workspace
 
 log = logging.getLogger("wellml.tuning")
-_KEY = _TRACKING_KEY  # the same rule as run metric and param keys
 EXECUTORS = ("local", "ray")
+# How long a Ray trial may run past the budget before its task is ended from outside, when
+# the timer signal in the worker could not interrupt it.
+_RAY_GRACE_S = 5.0
 
 
 # --- where trials run --------------------------------------------------------------------------
@@ -86,10 +88,16 @@ class _LocalTrials:
     def ask(self) -> tuple[int, dict[str, Any]]:
         return self._broker.ask()
 
-    def submit(self, number: int, params: dict[str, Any]) -> None:
+    def submit(self, number: int, params: dict[str, Any], deadline: float | None) -> None:
         self._done.append(
             run_trial(
-                self._objective, number, params, self._broker.report, self._takes_trial, self.watts
+                self._objective,
+                number,
+                params,
+                self._broker.report,
+                self._takes_trial,
+                self.watts,
+                deadline,
             )
         )
 
@@ -115,9 +123,9 @@ class _RayTrials:
         address: str | None,
         n_jobs: int | None,
     ) -> None:
-        from wellml.pipelines.executors import _import_ray
+        from wellml.pipelines.executors import import_ray
 
-        ray = _import_ray()
+        ray = import_ray()
         self._ray = ray
         if not ray.is_initialized():
             kwargs: dict[str, Any] = {
@@ -142,19 +150,46 @@ class _RayTrials:
         self._task = ray.remote(num_cpus=1, max_retries=0)(ray_trial)
         self._takes_trial = takes_trial
         self._inflight: dict[Any, tuple[int, dict[str, Any], float]] = {}
+        self._deadline: float | None = None
+        self._overdue: list[TrialOutcome] = []
 
     def ask(self) -> tuple[int, dict[str, Any]]:
         number, params = self._ray.get(self._broker.ask.remote())
         return int(number), dict(params)
 
-    def submit(self, number: int, params: dict[str, Any]) -> None:
+    def submit(self, number: int, params: dict[str, Any], deadline: float | None) -> None:
+        self._deadline = deadline
         ref = self._task.remote(
-            self._objective, number, params, self._broker, self._takes_trial, self.watts
+            self._objective, number, params, self._broker, self._takes_trial, self.watts, deadline
         )
         self._inflight[ref] = (number, params, time.time())
 
     def wait(self) -> TrialOutcome:
-        done, _ = self._ray.wait(list(self._inflight), num_returns=1)
+        if self._overdue:
+            return self._overdue.pop(0)
+        timeout = None
+        if self._deadline is not None:
+            timeout = max(0.0, self._deadline + _RAY_GRACE_S - time.time())
+        done, _ = self._ray.wait(list(self._inflight), num_returns=1, timeout=timeout)
+        if not done:
+            # The trials ignored the worker's timer past the grace period (stuck in native
+            # code, say): end their tasks, and record them as stopped by the budget.
+            ended = time.time()
+            for ref, (number, params, started) in list(self._inflight.items()):
+                self._ray.cancel(ref, force=True)
+                self._overdue.append(
+                    TrialOutcome(
+                        number,
+                        params,
+                        "pruned",
+                        None,
+                        started,
+                        ended,
+                        error=budget_stop(ended - started) + "; its Ray task was ended",
+                    )
+                )
+            self._inflight.clear()
+            return self._overdue.pop(0)
         number, params, started = self._inflight.pop(done[0])
         try:
             outcome: TrialOutcome = self._ray.get(done[0])
@@ -253,7 +288,8 @@ class Tuning:
             direction: ``maximize`` or ``minimize``; required for a function, implied by the
                 metric for an estimator.
             n_trials, timeout: the budget: at most this many trials, and no new trial after
-                ``timeout`` seconds (trials running then finish). At least one is required.
+                ``timeout`` seconds, when a trial still running is stopped and recorded
+                ``pruned`` with the reason as its error. At least one is required.
             pruner: ``median`` (default), ``halving``, ``hyperband``, ``none`` or an Optuna
                 pruner.
             sampler: ``tpe`` (default) or ``random``, or an Optuna sampler.
@@ -283,8 +319,7 @@ class Tuning:
         _check_budget(n_trials, timeout)
         space = parse_space(search_space)
         for key in space:
-            if not _KEY.match(key):
-                raise InvalidInput(f"search space parameter {key!r}: use letters, digits, _ . -")
+            check_key(key, "search space parameter")  # each becomes a trial run's param key
         if executor not in EXECUTORS and not str(executor).startswith("ray://"):
             raise InvalidInput(f"unknown executor {executor!r}: use local, ray or a ray:// address")
         if direction not in (None, "maximize", "minimize"):
@@ -345,8 +380,7 @@ class Tuning:
                 f"objective must be a scikit-learn estimator or a function, not "
                 f"{type(objective).__name__}"
             )
-        if not _KEY.match(measure.name):
-            raise InvalidInput(f"metric name {measure.name!r}: use letters, digits, _ . -")
+        check_key(measure.name, "metric")
 
         enqueue = self._warm_start(warm_start_from, space, warm_start_top)
         settings["warm_start"] = {
@@ -457,10 +491,13 @@ class Tuning:
             runner = _RayTrials(broker_args, objective, takes_trial, address=address, n_jobs=n_jobs)
         tracking = self._ws.tracking
         deadline = None if timeout is None else time.monotonic() + timeout
+        # Trials run elsewhere too (Ray workers): they are told the deadline in wall time.
+        wall_deadline = None if timeout is None else time.time() + timeout
         asked = 0
         inflight: dict[int, ActiveRun] = {}
         best: tuple[int, float, dict[str, Any]] | None = None
         first_error: str | None = None
+        budget_note: str | None = None
         try:
             while True:
                 while (
@@ -477,7 +514,7 @@ class Tuning:
                         parent=study_run,
                         params={k: _plain(v) for k, v in params.items()},
                     )
-                    runner.submit(number, params)
+                    runner.submit(number, params, wall_deadline)
                 if not inflight:
                     break
                 outcome = runner.wait()
@@ -487,6 +524,8 @@ class Tuning:
                 )
                 if record.state == "failed" and first_error is None:
                     first_error = record.error
+                if record.state == "pruned" and record.error and budget_note is None:
+                    budget_note = f"trial {record.number} was {record.error}"
                 if (
                     record.state == "complete"
                     and record.value is not None
@@ -519,6 +558,8 @@ class Tuning:
                 f"no trial of study {study_id} completed ({asked} tried: {counts['pruned']} "
                 f"pruned, {counts['failed']} failed)"
             )
+            if budget_note:
+                error += f"; the time budget of {timeout:g} s ran out ({budget_note})"
             if first_error:
                 error += f"; the first failure:\n{first_error}"
             raise UserCodeError(error)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
 from wellml.errors import InvalidInput
+from wellml.pipelines.executors import TimeLimit, TimeLimitExceeded, time_limit
 from wellml.tracking.resources import ResourceMeter, ResourceUsage
 from wellml.tuning.objective import finite
 from wellml.tuning.space import space_from_json
@@ -141,10 +142,12 @@ class Trial:
         number: int,
         params: dict[str, Any],
         reporter: Callable[[int, int, float], bool] | None = None,
+        deadline: float | None = None,
     ) -> None:
         self.number = number
         self.params = params
         self._reporter = reporter
+        self._deadline = deadline
         self.intermediate: list[tuple[int, float]] = []
         self.logged: list[tuple[str, float, int]] = []
 
@@ -153,6 +156,8 @@ class Trial:
 
         Raises:
             TrialPruned: the pruner decided to stop this trial; let it propagate.
+            TimeLimitExceeded: the study's time budget has run out (checked here too, for
+                trials that no timer signal can interrupt); let it propagate.
             InvalidInput: the value is not a finite number, or the step is not an int >= 0.
         """
         number = finite(value)
@@ -161,6 +166,8 @@ class Trial:
         if isinstance(step, bool) or not isinstance(step, int) or step < 0:
             raise InvalidInput(f"trial {self.number}: step must be an int >= 0, not {step!r}")
         self.intermediate.append((step, number))
+        if self._deadline is not None and time.time() >= self._deadline:
+            raise TimeLimitExceeded("the study's time budget ran out")
         if self._reporter is not None and self._reporter(self.number, step, number):
             raise TrialPruned(f"trial {self.number} pruned at step {step}")
 
@@ -185,6 +192,11 @@ class TrialOutcome:
     usage: ResourceUsage | None = None
 
 
+def budget_stop(elapsed: float) -> str:
+    """The reason recorded on a trial stopped by the study's time budget."""
+    return f"stopped by the study's time budget after {elapsed:.1f} s"
+
+
 def run_trial(
     objective: Callable[..., Any],
     number: int,
@@ -192,21 +204,34 @@ def run_trial(
     reporter: Callable[[int, int, float], bool] | None,
     takes_trial: bool,
     watts: float,
+    deadline: float | None = None,
 ) -> TrialOutcome:
-    """Run one trial here; failures are described in the outcome, never raised."""
+    """Run one trial here; failures are described in the outcome, never raised.
+
+    With a ``deadline`` (epoch seconds), a trial still running then is interrupted and ends
+    ``pruned``, its reason in ``error`` (see :func:`wellml.pipelines.executors.time_limit`).
+    """
     import optuna
 
     started = time.time()
     meter = ResourceMeter(watts=watts)
-    trial = Trial(number, dict(params), reporter)
+    trial = Trial(number, dict(params), reporter, deadline)
     state, value, error = "failed", None, None
+    limit: TimeLimit | None = None
     try:
-        raw = objective(dict(params), trial) if takes_trial else objective(dict(params))
+        with time_limit(None if deadline is None else deadline - started) as limit:
+            raw = objective(dict(params), trial) if takes_trial else objective(dict(params))
         value = finite(raw)
         if value is None:
             error = f"the objective returned {raw!r}, not a finite number"
         else:
             state = "complete"
+    except TimeLimitExceeded as exc:
+        if limit is not None and exc.limit is not None and not limit.owns(exc):
+            raise  # an enclosing limit ran out (a pipeline step's timeout): not ours to handle
+        state = "pruned"
+        value = trial.intermediate[-1][1] if trial.intermediate else None
+        error = budget_stop(time.time() - started)
     except (TrialPruned, optuna.TrialPruned):
         state = "pruned"
         value = trial.intermediate[-1][1] if trial.intermediate else None
@@ -233,6 +258,7 @@ def ray_trial(
     broker: Any,
     takes_trial: bool,
     watts: float,
+    deadline: float | None = None,
 ) -> TrialOutcome:
     """:func:`run_trial` in a Ray worker, reporting to the study's Ray actor."""
     import ray
@@ -240,4 +266,4 @@ def ray_trial(
     def report(n: int, step: int, value: float) -> bool:
         return bool(ray.get(broker.report.remote(n, step, value)))
 
-    return run_trial(objective, number, params, report, takes_trial, watts)
+    return run_trial(objective, number, params, report, takes_trial, watts, deadline)

@@ -128,4 +128,15 @@ def test_clarify_retraining_and_the_four_monitors_ran(demo: tuple[Path, dict[str
     # The second run of the same pipeline on the same data reuses every finished step.
     assert "completed" not in retraining["second_counts"]
     assert retraining["second_counts"].get("cached", 0) >= 6
-    assert set(result["monitors"]) == {"data_quality", "model_quality", "bias_drift"}
+    assert set(result["monitors"]) == {
+        "data_quality",
+        "model_quality",
+        "bias_drift",
+        "feature_attribution_drift",
+    }
+    review = result["human_review"]
+    assert review["queued"] > 0 and 0 < review["labelled"] <= 25
+    items = wellml(
+        "monitor", "review", "list", "churn", "--status", "labelled", "-f", "json", cwd=ws
+    )
+    assert len(items) == review["labelled"] and all(i["ground_truth"] for i in items)

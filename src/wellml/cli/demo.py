@@ -11,7 +11,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 
 from wellml.cli.output import Format, console, emit_json, show_table
 
-STEPS = 12
+STEPS = 16
 
 
 def demo(
@@ -58,6 +58,7 @@ def demo(
                 "clarify": result.clarify,
                 "retraining": result.retraining,
                 "monitors": result.monitors,
+                "human_review": result.human_review,
                 "review": result.review_counts,
                 "outputs": result.outputs,
                 "seconds": elapsed,

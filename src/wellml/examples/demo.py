@@ -33,6 +33,8 @@ FEATURE_VIEW = "customer-profile"
 RETRAIN_PIPELINE = "wellml.examples.churn_pipeline:retrain"
 DEVELOP_PIPELINE = "wellml.examples.churn_pipeline:develop"
 FEATURE_SERVICE = "churn-model"
+# Predictions whose probability is below this go to the human review queue.
+REVIEW_THRESHOLD = 0.6
 # Every model update reaches traffic by canary: 10% for a 3-second bake, then the rest, rolled
 # back by itself if errors or latency break their limits.
 ROLLOUT = DeploymentPolicy(
@@ -69,6 +71,16 @@ SPEC: dict[str, Any] = {
         ENDPOINT: {
             "allowed_consumers": [CONSUMER],
             "slo": {"latency_p95_ms": 50, "error_rate": 0.01},
+            # Retention agents check the predictions the model is unsure of.
+            "human_review": True,
+            "review_sla_hours": 48,
+        }
+    },
+    "governance": {
+        "explainability": {
+            "level": "local",
+            "rationale": "agents must see why a customer is flagged before making an offer",
+            "agreed_by": ["ml-lead", "cx-manager"],
         }
     },
     # Customer features by customer id over time: training reads them point in time, the
@@ -135,6 +147,7 @@ class DemoResult:
     training: dict[str, Any] = field(default_factory=dict)
     retraining: dict[str, Any] = field(default_factory=dict)
     monitors: dict[str, Any] = field(default_factory=dict)
+    human_review: dict[str, Any] = field(default_factory=dict)
     outputs: dict[str, str] = field(default_factory=dict)
 
 
@@ -371,6 +384,7 @@ def _run(
             schedule="@hourly",
             alert_route={"retrain": {"pipeline": RETRAIN_PIPELINE, "params": retrain_params}},
         )
+        ws.monitoring.reviews.configure(ENDPOINT, threshold=REVIEW_THRESHOLD)
 
         say("refit the best candidate on training + validation data; roll it out by canary")
         final = clone(ws.registry.load(mv.ref)).fit(
@@ -414,6 +428,8 @@ def _run(
             description="Churn risk classifier, refit on training + validation data",
         )
         ws.registry.approve(mv2.ref, by="risk-officer", reason="same algorithm, more data")
+        # The version that will serve gets its own global SHAP report (MLPER-13).
+        ws.clarify.explain(mv2.ref, val, rows=25, n_samples=64, n_clusters=5, partial_dependence=0)
         bias = ws.clarify.bias(
             val,
             label=churn.TARGET,
@@ -448,8 +464,11 @@ def _run(
         say("drift alert: run the retraining pipeline it asked for (tuning inside)")
         result.retraining = _retrain(ws, retrain_params)
 
-        say("join ground truth; run data-quality, model-quality and bias-drift monitors")
-        result.monitors = _other_monitors(ws, truth)
+        say("queue the unsure predictions for review; a reviewer labels some")
+        result.human_review, reviewed = _review(ws, truth)
+
+        say("join ground truth; run data-quality, model-quality, bias and attribution monitors")
+        result.monitors = _other_monitors(ws, [t for t in truth if _key(t) not in reviewed])
 
         say("review the workload against the ML Lens")
         review = ws.lens.review()
@@ -477,6 +496,9 @@ def _run(
         f"{result.retraining.get('second_counts')} (wellml pipelines list)",
         "monitors": ", ".join(f"{k} {v['status']}" for k, v in result.monitors.items())
         + " (wellml monitor list)",
+        "human review": f"{result.human_review['queued']} unsure predictions queued, "
+        f"{result.human_review['labelled']} labelled by a reviewer "
+        f"(wellml monitor review list {ENDPOINT})",
         "feature store": f"{FEATURE_VIEW} served online for {materialized.rows_written:,} "
         f"customers; training set {training_set.ref} (wellml features list)",
         "data quality": f"{customers.ref}: {len(QUALITY_RULES)} rules, "
@@ -525,9 +547,42 @@ def _retrain(ws: Workspace, params: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _key(label: dict[str, Any]) -> tuple[str, int]:
+    return (str(label["inference_id"]), int(label["row"]))
+
+
+def _review(
+    ws: Workspace, truth: list[dict[str, Any]], labelled: int = 25
+) -> tuple[dict[str, Any], set[tuple[str, int]]]:
+    """Queue the captured predictions below the review threshold, and label the least
+    confident ones the way a reviewer who knows the outcome would; their labels become ground
+    truth. Returns the queue's figures and the (inference id, row) pairs labelled."""
+    reviews = ws.monitoring.reviews
+    (scan,) = reviews.fill(ENDPOINT)
+    known = {_key(t): t["label"] for t in truth}
+    picked = {
+        item.id: known[(item.inference_id, item.row)]
+        for item in reviews.items(ENDPOINT, limit=None)
+        if (item.inference_id, item.row) in known
+    }
+    chosen = dict(list(picked.items())[:labelled])
+    done = reviews.label(ENDPOINT, chosen, reviewer="retention-agent") if chosen else None
+    summary = reviews.summary(ENDPOINT)
+    reviewed = {
+        (i.inference_id, i.row) for i in reviews.items(ENDPOINT, status="labelled", limit=None)
+    }
+    return {
+        "threshold": REVIEW_THRESHOLD,
+        "queued": scan.queued,
+        "labelled": done["labelled"] if done else 0,
+        "disagreement_rate": summary["disagreement_rate"],
+    }, reviewed
+
+
 def _other_monitors(ws: Workspace, truth: list[dict[str, Any]]) -> dict[str, Any]:
     """Store the true outcomes of the requests sent (joined by inference id to the captured
-    traffic), then run the data-quality, model-quality and bias-drift monitors."""
+    traffic), then run the data-quality, model-quality, bias-drift and feature-attribution
+    drift monitors."""
     ws.monitoring.ingest_ground_truth(ENDPOINT, pd.DataFrame(truth))
     outcome = {}
     for kind, options in (
@@ -537,6 +592,7 @@ def _other_monitors(ws: Workspace, truth: list[dict[str, Any]]) -> dict[str, Any
             "bias_drift",
             {"facet": "senior", "facet_values_or_threshold": [1], "baseline_label": churn.TARGET},
         ),
+        ("feature_attribution_drift", {"max_rows": 200, "n_samples": 64, "n_clusters": 5}),
     ):
         monitor = ws.monitoring.create_monitor(
             ENDPOINT, kind=kind, schedule="@daily", options=options

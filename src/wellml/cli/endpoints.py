@@ -79,9 +79,30 @@ def serve(
 
 
 @app.command("up")
-def up(name: Annotated[str, typer.Argument(help="A deployed endpoint.")]) -> None:
-    """Serve an already deployed endpoint here until stopped."""
-    state.open().endpoints.serve(name)
+def up(
+    name: Annotated[str, typer.Argument(help="A deployed endpoint.")],
+    backend: Annotated[
+        str, typer.Option(help="local (replica processes on this host) or ray (Ray Serve).")
+    ] = "local",
+    ray_address: Annotated[
+        str | None,
+        typer.Option(help="Ray to deploy on (ray://HOST:10001, auto); default: a local Ray."),
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Ray Serve's HTTP port (default: the endpoint's port).")
+    ] = None,
+) -> None:
+    """Serve an already deployed endpoint until stopped (Ctrl-C or SIGTERM)."""
+    if backend not in ("local", "ray"):
+        raise InvalidInput(f"unknown backend {backend!r}; use local or ray")
+    if backend == "local":
+        if ray_address is not None or port is not None:
+            raise InvalidInput("--ray-address and --port go with --backend ray")
+        state.open().endpoints.serve(name)
+        return
+    running = state.open().endpoints.deploy_ray(name, address=ray_address, port=port)
+    err_console.print(f"endpoint {name} serves on Ray Serve at {running.url}")
+    running.serve_until_stopped()
 
 
 @app.command("list")
@@ -98,7 +119,12 @@ def list_(format: FormatOpt = Format.table) -> None:
             (
                 e.name,
                 ", ".join(
-                    f"{v['name']}={v['model_version']}"
+                    f"{v['name']}="
+                    + (
+                        "multi-model[" + ",".join(v["multi_model"]["models"]) + "]"
+                        if v.get("multi_model")
+                        else v["model_version"]
+                    )
                     + (f" ({v['weight']:g})" if len(e.config.get("variants", [])) > 1 else "")
                     for v in e.config.get("variants", [])
                 ),
@@ -216,6 +242,17 @@ def invoke(
     variant: Annotated[
         str | None, typer.Option(help="Send to this production variant, whatever the weights.")
     ] = None,
+    target_model: Annotated[
+        str | None,
+        typer.Option(help="The model version to answer, on a multi-model endpoint: NAME@V."),
+    ] = None,
+    explain: Annotated[
+        str | None,
+        typer.Option(
+            help="Also return SHAP explanations of the rows this JMESPath filter selects: "
+            "'`true`' for all, 'probability < `0.6`' for the unsure ones."
+        ),
+    ] = None,
 ) -> None:
     """Send rows from a file to a running endpoint and print its answer as JSON."""
     if not input.is_file():
@@ -227,7 +264,11 @@ def invoke(
             rows = json.loads(input.read_text())
     except (ValueError, pd.errors.ParserError) as exc:
         raise InvalidInput(f"{input}: cannot read: {exc}") from None
-    emit_json(state.open().endpoints.invoke(name, rows, token=token, variant=variant))
+    emit_json(
+        state.open().endpoints.invoke(
+            name, rows, token=token, variant=variant, target_model=target_model, explain=explain
+        )
+    )
 
 
 # -- managed endpoints ---------------------------------------------------------------------------
@@ -371,12 +412,50 @@ def create(
     allow_unapproved: Annotated[
         bool, typer.Option("--allow-unapproved", help="Serve versions that are not approved.")
     ] = False,
+    multi_model: Annotated[
+        bool,
+        typer.Option(
+            "--multi-model", help="Serve many model versions, chosen per request (--models)."
+        ),
+    ] = False,
+    models: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--models",
+            help="With --multi-model: model names (any approved version) or NAME@V, "
+            "comma-separated or repeated.",
+        ),
+    ] = None,
+    memory_budget: Annotated[
+        str | None,
+        typer.Option(help="With --multi-model: memory for loaded models per replica, e.g. 512MiB."),
+    ] = None,
+    max_models: Annotated[
+        int | None, typer.Option(help="With --multi-model: most models loaded per replica.")
+    ] = None,
     format: FormatOpt = Format.table,
 ) -> None:
     """Create an endpoint from production variants (and shadows); start it with `up`."""
     variants = _variants(variant or [])
     if model is not None:
         variants.insert(0, ProductionVariant("primary", model, replicas, 1.0))
+    if multi_model:
+        if variants:
+            raise InvalidInput("--multi-model takes --models, not --model or --variant")
+        names = [m.strip() for text in models or [] for m in text.split(",") if m.strip()]
+        if not names or memory_budget is None:
+            raise InvalidInput("--multi-model needs --models and --memory-budget")
+        variants = [
+            ProductionVariant.multi(
+                "primary",
+                names,
+                memory_budget=memory_budget,
+                max_models=max_models,
+                replicas=replicas,
+            )
+        ]
+    elif models or memory_budget is not None or max_models is not None:
+        raise InvalidInput("--models, --memory-budget and --max-models go with --multi-model")
     if not variants:
         raise InvalidInput("give --model or at least one --variant")
     ep = state.open().endpoints.create(

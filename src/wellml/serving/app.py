@@ -9,6 +9,7 @@ a reason, never a 500. A 500 means the model itself failed on valid rows.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -17,7 +18,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -27,14 +28,20 @@ from fastapi.responses import Response
 from wellml.errors import InvalidInput, SchemaMismatch, WellmlError, http_status
 from wellml.registry.signature import Signature
 from wellml.serving.capture import CaptureWriter
+from wellml.serving.explain import ExplanationUnavailable, explanation_request
 from wellml.serving.ood import InputRanges
 from wellml.serving.predictor import ModelFailure, Outputs, Predictor
+
+if TYPE_CHECKING:
+    from wellml.serving.explain import EndpointExplainer
+    from wellml.serving.multimodel import TargetModels
 
 log = logging.getLogger("wellml.serving")
 
 DEFAULT_MAX_PAYLOAD = 6 * 1024 * 1024  # SageMaker's InvokeEndpoint limit
 INFERENCE_ID_HEADERS = ("x-wellml-inference-id", "x-amzn-sagemaker-inference-id")
 INTERNAL_HEADER = "x-wellml-internal"
+TARGET_MODEL_HEADERS = ("x-amzn-sagemaker-target-model", "x-wellml-target-model")
 _MLFLOW_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 _JSON_TYPES = ("application/json", "application/jsonlines", "application/x-ndjson")
 _CSV_TYPES = ("text/csv", "application/csv")
@@ -73,6 +80,8 @@ class ServedModel:
     enrich: Callable[[pd.DataFrame], pd.DataFrame] | None = None
     variant: str | None = None
     ranges: InputRanges = field(default_factory=InputRanges)
+    # SHAP values of answered rows, for requests that ask with the explanation header.
+    explainer: EndpointExplainer | None = None
     predictor: Predictor = field(init=False)
 
     def __post_init__(self) -> None:
@@ -462,23 +471,39 @@ def _fast_matrix(p: Predictor, data: Any, no_bools: bool) -> np.ndarray | None:
     return None
 
 
+def target_model(headers: Any) -> str | None:
+    """The target model a request names in its headers, if any."""
+    for h in TARGET_MODEL_HEADERS:
+        value = headers.get(h)
+        if value is not None:
+            return str(value).strip()
+    return None
+
+
 def build_app(
-    served: ServedModel,
+    served: ServedModel | None,
     *,
     capture: CaptureWriter | None = None,
     authenticate: Callable[[str | None], None] | None = None,
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD,
     on_shutdown: Callable[[], None] | None = None,
     internal_secret: str | None = None,
+    targets: TargetModels | None = None,
+    endpoint: str | None = None,
 ) -> FastAPI:
-    """The FastAPI app serving one model.
+    """The FastAPI app serving one model, or with ``targets`` (and ``served`` None) the model
+    versions of a multi-model variant, chosen per request by the target-model header.
 
     Args:
         authenticate: called with the bearer token (or None); raises PermissionDenied to refuse.
         on_shutdown: called once when the server stops (after capture is flushed).
         internal_secret: when set, every route but health needs it in ``x-wellml-internal``
             (the router of the endpoint sends it; nothing else knows it).
+        endpoint: the endpoint's name (default: ``served.endpoint``).
     """
+    if (served is None) == (targets is None):
+        raise InvalidInput("build_app takes one served model or a set of target models")
+    endpoint_name = endpoint or (served.endpoint if served is not None else "")
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -489,12 +514,32 @@ def build_app(
             on_shutdown()
 
     app = FastAPI(
-        title=f"wellml endpoint {served.endpoint}", docs_url=None, redoc_url=None, lifespan=lifespan
+        title=f"wellml endpoint {endpoint_name}", docs_url=None, redoc_url=None, lifespan=lifespan
     )
     app.openapi_url = None
-    base_headers = {"x-wellml-model-version": served.model_version}
-    if served.variant:
-        base_headers["x-wellml-variant"] = served.variant
+    base_headers: dict[str, str] = {}
+    if served is not None:
+        base_headers["x-wellml-model-version"] = served.model_version
+        if served.variant:
+            base_headers["x-wellml-variant"] = served.variant
+
+    async def choose(target: str | None) -> tuple[ServedModel, dict[str, str]]:
+        """The model that answers a request naming ``target`` (None: no target header)."""
+        if targets is None:
+            assert served is not None
+            if target is not None and target != served.model_version:
+                raise RequestError(
+                    f"this endpoint serves {served.model_version} only and is not a multi-model "
+                    f"endpoint; drop the target-model header (it names {target!r})"
+                )
+            return served, base_headers
+        if not target:
+            raise RequestError(
+                "a multi-model endpoint needs the target model: send the header "
+                "X-Amzn-SageMaker-Target-Model: NAME@VERSION (or NAME@ALIAS)"
+            )
+        picked = await targets.get(target)
+        return picked.served, picked.headers(len(targets.cache), targets.cache.loaded_bytes)
 
     def admit(request: Request) -> None:
         if internal_secret is not None and request.headers.get(INTERNAL_HEADER) != internal_secret:
@@ -517,7 +562,9 @@ def build_app(
             chunks.append(chunk)
         return b"".join(chunks)
 
-    def record(inference_id: str, result: Answer) -> None:
+    def record(
+        inference_id: str, result: Answer, served: ServedModel, target: str | None = None
+    ) -> None:
         if capture is None or not capture.sampled():
             return
         per_row: dict[str, list[Any]] = dict(result.outputs.per_row())
@@ -532,7 +579,22 @@ def build_app(
                 if result.matrix is not None
                 else result.frame(served.predictor.columns)
             )
-            capture.add(inference_id, served.model_version, inputs, per_row, variant=served.variant)
+            if targets is None:
+                capture.add(
+                    inference_id, served.model_version, inputs, per_row, variant=served.variant
+                )
+            else:
+                capture.add(
+                    inference_id,
+                    served.model_version,
+                    inputs,
+                    per_row,
+                    variant=served.variant,
+                    target_model=target,
+                    integer_columns=tuple(
+                        c.name for c in served.signature.inputs if c.type == "integer"
+                    ),
+                )
         except Exception:
             log.exception("data capture failed for %s", inference_id)
 
@@ -543,8 +605,11 @@ def build_app(
     @app.post("/invocations")
     async def invocations(request: Request) -> Response:
         inference_id = _inference_id(request)
+        target = target_model(request.headers)
         try:
             admit(request)
+            wanted = explanation_request(request.headers)
+            served, headers = await choose(target)
             raw = await read_body(request)
             media = media_type(request.headers.get("content-type", ""))
             if not raw.strip():
@@ -560,11 +625,20 @@ def build_app(
                     "send application/json or text/csv",
                     415,
                 )
+            body = result.outputs.body()
+            if wanted is not None:
+                if served.explainer is None:
+                    raise RequestError(f"{served.model_version} cannot be explained here", 409)
+                body["explanations"] = await asyncio.to_thread(
+                    served.explainer.explain,
+                    result.frame(served.predictor.columns),
+                    body,
+                    wanted,
+                )
         except Exception as exc:
             return _failure(exc, inference_id)
-        record(inference_id, result)
-        body = result.outputs.body()
-        headers = {**base_headers, "x-wellml-inference-id": inference_id}
+        record(inference_id, result, served, target)
+        headers = {**headers, "x-wellml-inference-id": inference_id}
         if result.ood:
             flagged = [{"row": i, "columns": cols} for i, cols in result.ood]
             body["out_of_distribution"] = flagged
@@ -572,19 +646,32 @@ def build_app(
         return Response(dumps(body), media_type="application/json", headers=headers)
 
     # -- Open Inference Protocol ------------------------------------------------------------
+    # One model: the model name is the endpoint's. Multi-model: the model name is a registered
+    # model's and the version comes from the path, or from the target-model header.
 
-    version_number = served.model_version.rpartition("@")[2]
-
-    def v2_model(name: str, version: str | None) -> None:
-        if name != served.endpoint:
+    def v2_target(request: Request, name: str, version: str | None) -> str | None:
+        if targets is None:
+            assert served is not None
+            number = served.model_version.rpartition("@")[2]
+            if name != served.endpoint:
+                raise RequestError(
+                    f"no model {name!r} here; this endpoint serves {served.endpoint!r}", 404
+                )
+            if version is not None and version != number:
+                raise RequestError(
+                    f"version {version!r} of {name!r} is not served here (serving {number})",
+                    404,
+                )
+            return target_model(request.headers)
+        if version is not None:
+            return f"{name}@{version}"
+        header = target_model(request.headers)
+        if not header or header.partition("@")[0] != name:
             raise RequestError(
-                f"no model {name!r} here; this endpoint serves {served.endpoint!r}", 404
+                f"name the version of {name!r}: /v2/models/{name}/versions/N/..., or the "
+                "header X-Amzn-SageMaker-Target-Model: NAME@VERSION"
             )
-        if version is not None and version != version_number:
-            raise RequestError(
-                f"version {version!r} of {name!r} is not served here (serving {version_number})",
-                404,
-            )
+        return header
 
     @app.get("/v2")
     def v2_server() -> Response:
@@ -600,23 +687,23 @@ def build_app(
 
     @app.get("/v2/models/{name}")
     @app.get("/v2/models/{name}/versions/{version}")
-    def v2_metadata(request: Request, name: str, version: str | None = None) -> Response:
+    async def v2_metadata(request: Request, name: str, version: str | None = None) -> Response:
         try:
             admit(request)
-            v2_model(name, version)
+            model, _ = await choose(v2_target(request, name, version))
         except Exception as exc:
             return _failure(exc, "")
         outputs: list[dict[str, Any]] = [{"name": "predict", "datatype": "FP64", "shape": [-1]}]
-        if served.predictor._has_proba:
+        if model.predictor._has_proba:
             outputs.append({"name": "predict_proba", "datatype": "FP64", "shape": [-1, -1]})
         return _json(
             {
-                "name": served.endpoint,
-                "versions": [version_number],
+                "name": name,
+                "versions": [model.model_version.rpartition("@")[2]],
                 "platform": "wellml-sklearn",
                 "inputs": [
                     {"name": c.name, "datatype": v2_datatype(c.type), "shape": [-1]}
-                    for c in served.signature.inputs
+                    for c in model.signature.inputs
                 ],
                 "outputs": outputs,
             }
@@ -624,9 +711,15 @@ def build_app(
 
     @app.get("/v2/models/{name}/ready")
     @app.get("/v2/models/{name}/versions/{version}/ready")
-    def v2_model_ready(request: Request, name: str, version: str | None = None) -> Response:
+    async def v2_model_ready(request: Request, name: str, version: str | None = None) -> Response:
         try:
-            v2_model(name, version)
+            target = v2_target(request, name, version)
+            if targets is not None:
+                # Ready means loaded; asking does not load it.
+                admit(request)
+                assert target is not None
+                mv = await targets.version(target)
+                return _json({"name": name, "ready": mv.ref in targets.cache})
         except Exception as exc:
             return _failure(exc, "")
         return _json({"name": name, "ready": True})
@@ -635,9 +728,11 @@ def build_app(
     @app.post("/v2/models/{name}/versions/{version}/infer")
     async def v2_infer(request: Request, name: str, version: str | None = None) -> Response:
         inference_id = _inference_id(request)
+        target = None
         try:
             admit(request)
-            v2_model(name, version)
+            target = v2_target(request, name, version)
+            served, headers = await choose(target)
             raw = await read_body(request)
             media = media_type(request.headers.get("content-type", "") or "application/json")
             if media != "application/json":
@@ -651,9 +746,10 @@ def build_app(
             result = answer(served, frame=frame_from_v2(data, served.signature))
         except Exception as exc:
             return _failure(exc, inference_id)
-        record(inference_id, result)
+        record(inference_id, result, served, target)
         body = v2_response(served, result.outputs, request_id or inference_id)
-        headers = {**base_headers, "x-wellml-inference-id": inference_id}
+        body["model_name"] = name
+        headers = {**headers, "x-wellml-inference-id": inference_id}
         if result.ood:
             body["parameters"] = {
                 "out_of_distribution": [{"row": i, "columns": cols} for i, cols in result.ood]
@@ -687,7 +783,7 @@ def _json(body: dict[str, Any], status: int = 200) -> Response:
 
 def _failure(exc: Exception, inference_id: str) -> Response:
     """The answer to a request that failed: 4xx for the request's faults, 500 for the model's."""
-    if isinstance(exc, RequestError):
+    if isinstance(exc, RequestError | ExplanationUnavailable):
         status, message = exc.status, str(exc)
     elif isinstance(exc, WellmlError):
         status, message = http_status(exc), str(exc)
@@ -717,4 +813,5 @@ __all__ = [
     "build_app",
     "parse_payload",
     "predict",
+    "target_model",
 ]

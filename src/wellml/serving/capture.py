@@ -23,9 +23,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 CAPTURE_COLUMNS = ("inference_id", "event_time", "model_version")
-# Added by endpoints whose replicas belong to a named variant, and by the out-of-distribution
-# check (the input columns of each row outside the training ranges, comma-separated).
-CAPTURE_OPTIONAL_COLUMNS = ("variant", "ood")
+# Added by endpoints whose replicas belong to a named variant, by the out-of-distribution
+# check (the input columns of each row outside the training ranges, comma-separated), and by
+# multi-model endpoints (the target model as the request named it; ``model_version`` is the
+# version it resolved to, the column to split a monitor's data by).
+CAPTURE_OPTIONAL_COLUMNS = ("variant", "ood", "target_model")
 
 log = logging.getLogger("wellml.capture")
 
@@ -39,11 +41,14 @@ class _Entry:
     inputs: pd.DataFrame | tuple[np.ndarray, list[str]]
     outputs: dict[str, Any]
     rows: int
+    target_model: str | None = None
+    integer_columns: tuple[str, ...] | None = None
 
 
 def _assemble(entries: list[_Entry], integer_columns: tuple[str, ...] = ()) -> pd.DataFrame:
     """One frame of captured rows: the bookkeeping columns, the inputs, then the outputs.
-    Inputs sent as float matrices get ``integer_columns`` back as integers."""
+    Inputs sent as float matrices get ``integer_columns`` (or the entry's own) back as
+    integers."""
     frames = []
     i = 0
     while i < len(entries):
@@ -55,11 +60,13 @@ def _assemble(entries: list[_Entry], integer_columns: tuple[str, ...] = ()) -> p
                 j < len(entries)
                 and isinstance(entries[j].inputs, tuple)
                 and entries[j].inputs[1] == inputs[1]  # type: ignore[index]
+                and entries[j].integer_columns == entries[i].integer_columns
             ):
                 j += 1
             stacked = np.vstack([e.inputs[0] for e in entries[i:j]])  # type: ignore[index]
             frame = pd.DataFrame(stacked, columns=inputs[1])
-            for col in integer_columns:
+            ints = entries[i].integer_columns
+            for col in integer_columns if ints is None else ints:
                 if col in frame.columns:
                     frame[col] = frame[col].astype("int64")
             frames.append(frame)
@@ -78,6 +85,8 @@ def _assemble(entries: list[_Entry], integer_columns: tuple[str, ...] = ()) -> p
     }
     if any(e.variant is not None for e in entries):
         head["variant"] = np.repeat([e.variant or "" for e in entries], counts)
+    if any(e.target_model is not None for e in entries):
+        head["target_model"] = np.repeat([e.target_model or "" for e in entries], counts)
     keys: list[str] = []
     for e in entries:
         keys.extend(k for k in e.outputs if k not in keys)
@@ -141,12 +150,26 @@ class CaptureWriter:
         outputs: dict[str, Any],
         *,
         variant: str | None = None,
+        target_model: str | None = None,
+        integer_columns: tuple[str, ...] | None = None,
     ) -> None:
         """Buffer one request: its input rows (a DataFrame, or a float matrix with its column
         names) and, per row, the model's outputs. Rows get a ``variant`` column when the
-        request was served by a named variant."""
+        request was served by a named variant, and a ``target_model`` column when it named
+        its target model. ``integer_columns`` overrides the writer's for this request (on a
+        multi-model endpoint each model has its own)."""
         rows = len(inputs) if isinstance(inputs, pd.DataFrame) else inputs[0].shape[0]
-        entry = _Entry(inference_id, model_version, variant, time.time(), inputs, outputs, rows)
+        entry = _Entry(
+            inference_id,
+            model_version,
+            variant,
+            time.time(),
+            inputs,
+            outputs,
+            rows,
+            target_model,
+            integer_columns,
+        )
         with self._lock:
             self._entries.append(entry)
             self._rows += rows

@@ -61,15 +61,106 @@ class AutoScaling:
         }
 
 
+def parse_memory(text: str | int) -> int:
+    """Bytes from a size such as ``512MiB``, ``1.5GB``, ``300 MB`` or a plain number of bytes.
+
+    Raises:
+        InvalidInput: not a size, or not positive.
+    """
+    from pydantic import ByteSize, TypeAdapter, ValidationError
+
+    if isinstance(text, bool):
+        raise InvalidInput(f"cannot read memory size {text!r}; write e.g. 512MiB or 2GB")
+    try:
+        size = int(TypeAdapter(ByteSize).validate_python(text))
+    except ValidationError:
+        raise InvalidInput(f"cannot read memory size {text!r}; write e.g. 512MiB or 2GB") from None
+    if size < 1:
+        raise InvalidInput(f"memory size {text!r} must be positive")
+    return size
+
+
+@dataclass(frozen=True)
+class MultiModel:
+    """Many model versions behind one variant: each is loaded in a replica on its first
+    request and evicted least recently used when the loaded models would exceed
+    ``memory_budget_bytes`` (or ``max_models``).
+
+    ``models`` lists what a request may name: a model name (any approved version of it) or one
+    version (``name@3``; ``name@alias`` is pinned to its version when the endpoint is
+    configured). Only approved versions are ever served.
+    """
+
+    models: tuple[str, ...]
+    memory_budget_bytes: int
+    max_models: int | None = None
+
+    def __post_init__(self) -> None:
+        from wellml.names import parse_ref
+
+        if isinstance(self.models, str) or not self.models:
+            raise InvalidInput("a multi-model variant needs at least one model name or version")
+        for entry in self.models:
+            parse_ref(entry, "multi-model entry")
+        if len(set(self.models)) != len(self.models):
+            raise InvalidInput("multi-model entries must be unique")
+        if (
+            isinstance(self.memory_budget_bytes, bool)
+            or not isinstance(self.memory_budget_bytes, int)
+            or self.memory_budget_bytes < 1
+        ):
+            raise InvalidInput("the multi-model memory budget must be a positive number of bytes")
+        if self.max_models is not None and (
+            isinstance(self.max_models, bool)
+            or not isinstance(self.max_models, int)
+            or self.max_models < 1
+        ):
+            raise InvalidInput("max_models must be a whole number of at least 1")
+
+    def allows(self, name: str, version: int) -> bool:
+        """Whether a request may name version ``version`` of model ``name``."""
+        return name in self.models or f"{name}@{version}" in self.models
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data."""
+        return {
+            "models": list(self.models),
+            "memory_budget_bytes": self.memory_budget_bytes,
+            "max_models": self.max_models,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MultiModel:
+        """Inverse of :meth:`to_dict`.
+
+        Raises:
+            InvalidInput: the data does not describe a valid multi-model set.
+        """
+        try:
+            return cls(
+                tuple(data["models"]),
+                int(data["memory_budget_bytes"]),
+                int(data["max_models"]) if data.get("max_models") is not None else None,
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidInput(f"invalid multi-model settings: {exc}") from None
+
+
 @dataclass(frozen=True)
 class ProductionVariant:
-    """One model version behind the endpoint with its replica count and traffic weight."""
+    """One model version behind the endpoint with its replica count and traffic weight.
+
+    A variant with ``multi_model`` serves every model version that set allows, chosen per
+    request by the target-model header; its ``model_version`` is then the version the
+    endpoint record shows and deployments smoke-test (see :meth:`multi`).
+    """
 
     name: str
     model_version: str  # a resolved reference, e.g. churn@3
     replicas: int = 1
     weight: float = 1.0
     autoscaling: AutoScaling | None = None
+    multi_model: MultiModel | None = None
 
     def __post_init__(self) -> None:
         check_variant_name(self.name)
@@ -78,15 +169,35 @@ class ProductionVariant:
         if not (self.weight >= 0 and math.isfinite(self.weight)):
             raise InvalidInput(f"variant {self.name}: weight must be a number >= 0")
 
+    @classmethod
+    def multi(
+        cls,
+        name: str,
+        models: list[str] | tuple[str, ...],
+        *,
+        memory_budget: str | int,
+        max_models: int | None = None,
+        replicas: int = 1,
+        weight: float = 1.0,
+        autoscaling: AutoScaling | None = None,
+    ) -> ProductionVariant:
+        """A multi-model variant serving ``models`` (names or ``name@VERSION``) within
+        ``memory_budget`` (bytes, or a size such as ``512MiB``)."""
+        spec = MultiModel(tuple(models), parse_memory(memory_budget), max_models)
+        return cls(name, spec.models[0], replicas, weight, autoscaling, spec)
+
     def to_dict(self) -> dict[str, Any]:
-        """Plain data."""
-        return {
+        """Plain data (``multi_model`` only for a multi-model variant)."""
+        out: dict[str, Any] = {
             "name": self.name,
             "model_version": self.model_version,
             "replicas": self.replicas,
             "weight": self.weight,
             "autoscaling": self.autoscaling.to_dict() if self.autoscaling else None,
         }
+        if self.multi_model is not None:
+            out["multi_model"] = self.multi_model.to_dict()
+        return out
 
 
 @dataclass(frozen=True)
@@ -352,6 +463,19 @@ class EndpointConfig:
             raise InvalidInput("capture percent must be between 0 and 100")
         if self.max_payload_bytes < 1:
             raise InvalidInput("the payload limit must be positive")
+        multi = [v.multi_model is not None for v in self.variants]
+        if any(multi) and not all(multi):
+            raise InvalidInput(
+                "production variants are all multi-model or none is: a request names its "
+                "target model on one and not on the other"
+            )
+        if any(multi) and self.shadows:
+            raise InvalidInput("a multi-model endpoint takes no shadow variants")
+
+    @property
+    def multi_model(self) -> bool:
+        """Whether requests name their target model (every production variant is multi-model)."""
+        return self.variants[0].multi_model is not None
 
     @property
     def auto_rollback(self) -> bool:
@@ -418,6 +542,7 @@ class EndpointConfig:
                     int(v.get("replicas", 1)),
                     float(v.get("weight", 1.0)),
                     AutoScaling(**v["autoscaling"]) if v.get("autoscaling") else None,
+                    MultiModel.from_dict(v["multi_model"]) if v.get("multi_model") else None,
                 )
                 for v in data.get("variants", [])
             )

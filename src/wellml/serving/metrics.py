@@ -120,6 +120,44 @@ class EndpointMetrics:
             registry=r,
         )
 
+        self.model_requests = Counter(
+            "wellml_endpoint_model_requests",
+            "Requests answered by each model version of a multi-model endpoint, by status.",
+            ("endpoint", "variant", "model_version", "status"),
+            registry=r,
+        )
+        self.model_loads = Counter(
+            "wellml_endpoint_model_loads",
+            "Model versions loaded into a multi-model replica on first use.",
+            ("endpoint", "variant", "model_version"),
+            registry=r,
+        )
+        self.model_load_seconds = Histogram(
+            "wellml_endpoint_model_load_seconds",
+            "Time a multi-model replica took to load a model version.",
+            ("endpoint", "variant"),
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+            registry=r,
+        )
+        self.model_evictions = Counter(
+            "wellml_endpoint_model_evictions",
+            "Model versions evicted from a multi-model replica to stay within its budget.",
+            ("endpoint", "variant", "model_version"),
+            registry=r,
+        )
+        self.models_loaded = Gauge(
+            "wellml_endpoint_models_loaded",
+            "Model versions loaded in each multi-model replica (by its port).",
+            ("endpoint", "variant", "replica"),
+            registry=r,
+        )
+        self.models_loaded_bytes = Gauge(
+            "wellml_endpoint_models_loaded_bytes",
+            "Bytes counted against the memory budget in each multi-model replica.",
+            ("endpoint", "variant", "replica"),
+            registry=r,
+        )
+
     def render(self) -> bytes:
         """The Prometheus text exposition."""
         return generate_latest(self.registry)

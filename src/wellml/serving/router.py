@@ -36,10 +36,15 @@ _FORWARD_REQUEST = (
     b"x-wellml-inference-id",
     b"x-amzn-sagemaker-inference-id",
     b"x-amzn-sagemaker-custom-attributes",
+    b"x-amzn-sagemaker-target-model",
+    b"x-wellml-target-model",
+    b"x-amzn-sagemaker-enable-explanations",
+    b"x-wellml-enable-explanations",
 )
 _FORWARD_RESPONSE = (
     b"content-type",
     b"x-wellml-model-version",
+    b"x-wellml-model-loaded",
     b"x-wellml-inference-id",
     b"x-wellml-ood-rows",
     b"x-amzn-sagemaker-custom-attributes",
@@ -59,6 +64,9 @@ class Replica:
     ready: bool = False
     inflight: int = 0
     served: int = 0
+    # Multi-model replicas report what they hold in every answer.
+    models_loaded: int | None = None
+    models_loaded_bytes: int | None = None
 
 
 @dataclass
@@ -312,6 +320,12 @@ class Router:
             variant_name = route.name
             response = await self._forward(route, scope, headers, body, inference_id)
             status = response.status
+            if self.config.multi_model:
+                version = response.header(b"x-wellml-model-version")
+                if version:
+                    self.metrics.model_requests.labels(
+                        self.endpoint, route.name, version.decode("latin-1"), str(status)
+                    ).inc()
             out_headers = [(k, v) for k, v in response.headers if k in _FORWARD_RESPONSE] + [
                 (b"x-amzn-invoked-production-variant", route.name.encode()),
                 (b"x-wellml-variant", route.name.encode()),
@@ -452,6 +466,8 @@ class Router:
                     scope["method"], path, fwd, body, timeout=self._timeout
                 )
                 replica.served += 1
+                if response.header(b"x-wellml-models-loaded") is not None:
+                    self._model_figures(route, replica, response)
                 return response
             except ReplicaUnavailable as exc:
                 # The replica died or is restarting: take it out until the supervisor sees it
@@ -467,6 +483,32 @@ class Router:
             finally:
                 replica.inflight -= 1
                 self.metrics.inflight.labels(self.endpoint, route.name).dec()
+
+    def _model_figures(
+        self, route: VariantRoute, replica: Replica, response: UpstreamResponse
+    ) -> None:
+        """Loads, evictions and loaded models, as a multi-model replica reports them."""
+        m = self.metrics
+        try:
+            replica.models_loaded = int(response.header(b"x-wellml-models-loaded") or 0)
+            replica.models_loaded_bytes = int(response.header(b"x-wellml-models-loaded-bytes") or 0)
+            loaded = response.header(b"x-wellml-model-loaded")
+            if loaded:
+                version = (response.header(b"x-wellml-model-version") or b"").decode("latin-1")
+                m.model_loads.labels(self.endpoint, route.name, version).inc()
+                m.model_load_seconds.labels(self.endpoint, route.name).observe(float(loaded))
+        except ValueError:
+            log.warning("unreadable multi-model figures from replica on port %s", replica.port)
+            return
+        evicted = response.header(b"x-wellml-models-evicted")
+        for version in (evicted or b"").decode("latin-1").split(","):
+            if version:
+                m.model_evictions.labels(self.endpoint, route.name, version).inc()
+        port = str(replica.port)
+        m.models_loaded.labels(self.endpoint, route.name, port).set(replica.models_loaded)
+        m.models_loaded_bytes.labels(self.endpoint, route.name, port).set(
+            replica.models_loaded_bytes
+        )
 
     def _count(self, variant: str, status: int, elapsed: float) -> None:
         key = (variant, status)

@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -44,6 +44,7 @@ from wellml.processes import pid_alive
 from wellml.serving.config import (
     DeploymentPolicy,
     EndpointConfig,
+    MultiModel,
     ProductionVariant,
     RateLimit,
     ShadowVariant,
@@ -56,6 +57,7 @@ if TYPE_CHECKING:
     from wellml.data.catalog import DatasetVersion
     from wellml.registry.service import ModelVersion
     from wellml.serving.batch import BatchJob
+    from wellml.serving.ray_serve import RayServeEndpoint
     from wellml.workspace import Workspace
 
 DEFAULT_PORT = 8080
@@ -262,9 +264,14 @@ class Endpoints:
         versions = []
         variants = []
         for v in config.variants:
+            if v.multi_model is not None:
+                spec, addressable = self._check_multi_model(v.multi_model)
+                versions.extend(addressable)
+                variants.append(replace(v, model_version=addressable[0].ref, multi_model=spec))
+                continue
             mv = self._resolve(v.model_version, production=True, allow_unapproved=allow_unapproved)
             versions.append(mv)
-            variants.append(ProductionVariant(v.name, mv.ref, v.replicas, v.weight, v.autoscaling))
+            variants.append(replace(v, model_version=mv.ref))
         shadows = []
         for s in config.shadows:
             mv = self._resolve(s.model_version, production=False, allow_unapproved=True)
@@ -286,6 +293,44 @@ class Endpoints:
             feature_service=service.ref if service is not None else None,
         )
         return resolved, versions, service
+
+    def _check_multi_model(
+        self, spec: MultiModel
+    ) -> tuple[MultiModel, builtins.list[ModelVersion]]:
+        """Pin the versions a multi-model set names and find the versions it serves now: each
+        named version (which must be approved) and the latest approved version of each named
+        model. The first of them is what the variant's record shows and what deployments
+        smoke-test.
+
+        Raises:
+            NotFound: no such model or version.
+            Conflict: a named version is not approved, or nothing in the set is.
+            InvalidInput: a named version is larger than the whole memory budget.
+        """
+        from wellml.serving.multimodel import model_file_size
+
+        entries: builtins.list[str] = []
+        served: builtins.list[ModelVersion] = []
+        for entry in spec.models:
+            if "@" in entry:
+                mv = self._resolve(entry, production=True, allow_unapproved=False)
+                entries.append(mv.ref)
+                served.append(mv)
+                if model_file_size(self._ws, mv) > spec.memory_budget_bytes:
+                    raise InvalidInput(
+                        f"{mv.ref} needs {model_file_size(self._ws, mv)} bytes, more than the "
+                        f"memory budget of {spec.memory_budget_bytes} bytes"
+                    )
+                continue
+            self._ws.registry.get(entry)  # NotFound for a model that does not exist
+            entries.append(entry)
+            served.extend(self._ws.registry.versions(entry, status="approved")[:1])
+        if not served:
+            raise Conflict(
+                "none of " + ", ".join(spec.models) + " has an approved version; approve one "
+                "first (wellml models approve NAME@VERSION)"
+            )
+        return replace(spec, models=tuple(entries)), served
 
     def _write_config(
         self,
@@ -566,27 +611,14 @@ class Endpoints:
                 raise InvalidInput(f"no production variant(s) {', '.join(unknown)}")
             target = target.with_changes(
                 variants=tuple(
-                    ProductionVariant(
-                        v.name,
-                        v.model_version,
-                        v.replicas,
-                        weights.get(v.name, v.weight),
-                        v.autoscaling,
-                    )
-                    for v in current.variants
+                    replace(v, weight=weights.get(v.name, v.weight)) for v in current.variants
                 )
             )
         elif replicas is not None:
             names = {variant} if variant else {v.name for v in current.variants}
             target = target.with_changes(
                 variants=tuple(
-                    ProductionVariant(
-                        v.name,
-                        v.model_version,
-                        replicas if v.name in names else v.replicas,
-                        v.weight,
-                        v.autoscaling,
-                    )
+                    replace(v, replicas=replicas if v.name in names else v.replicas)
                     for v in current.variants
                 )
             )
@@ -794,14 +826,7 @@ class Endpoints:
 
         return target.with_changes(
             variants=tuple(
-                ProductionVariant(
-                    fresh(v.name, v.model_version),
-                    v.model_version,
-                    v.replicas,
-                    v.weight,
-                    v.autoscaling,
-                )
-                for v in target.variants
+                replace(v, name=fresh(v.name, v.model_version)) for v in target.variants
             ),
             shadows=tuple(
                 ShadowVariant(
@@ -1008,6 +1033,38 @@ class Endpoints:
 
         return enrich
 
+    def deploy_ray(
+        self,
+        name: str,
+        *,
+        address: str | None = None,
+        port: int | None = None,
+        route_prefix: str = "/",
+        num_cpus: float = 1.0,
+        timeout: float = 180,
+    ) -> RayServeEndpoint:
+        """Serve endpoint ``name``'s current configuration on Ray Serve (the scale-out backend):
+        one Serve deployment per production variant and a router on 127.0.0.1:``port``; see
+        :func:`wellml.serving.ray_serve.deploy`. Call ``stop()`` on the result to take it down.
+
+        Raises:
+            NotFound: no such endpoint.
+            Conflict: it runs already.
+            InvalidInput: an unusable port, route prefix or CPU share.
+            BackendUnavailable: Ray Serve is missing or unreachable, or did not answer in time.
+        """
+        from wellml.serving.ray_serve import deploy
+
+        return deploy(
+            self._ws,
+            name,
+            address=address,
+            port=port,
+            route_prefix=route_prefix,
+            num_cpus=num_cpus,
+            timeout=timeout,
+        )
+
     def stop(self, name: str, timeout: float = 30) -> EndpointRecord:
         """Stop a running endpoint's server (on this host).
 
@@ -1018,6 +1075,11 @@ class Endpoints:
         ep = self.get(name)
         if ep.status != "in-service" or not ep.pid:
             raise Conflict(f"endpoint {name!r} is not running (status {ep.status})")
+        if ep.pid == os.getpid():
+            raise Conflict(
+                f"endpoint {name!r} is served by this process on Ray Serve; call stop() on the "
+                "handle that deploy_ray returned"
+            )
         os.kill(ep.pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and pid_alive(ep.pid):
@@ -1038,7 +1100,11 @@ class Endpoints:
             files = sql.capture_files_of(conn, row["id"], only_new=False)
         for f in reversed(files[-5:]):
             try:
-                frame = pd.read_parquet(f["uri"], columns=cols)
+                frame = pd.read_parquet(f["uri"])
+                if "target_model" in frame.columns:
+                    # A multi-model endpoint captures every model's rows in one log.
+                    frame = frame[frame["model_version"] == mv.ref]
+                frame = frame[cols]
             except Exception:
                 continue
             if len(frame):
@@ -1147,10 +1213,16 @@ class Endpoints:
         timeout: float = 30,
         variant: str | None = None,
         inference_id: str | None = None,
+        target_model: str | None = None,
+        explain: str | None = None,
     ) -> dict[str, Any]:
         """Send rows to a running endpoint and return its JSON answer (with ``variant``, to that
         production variant, whatever the weights). ``inference_id`` names the request in the
         capture log, so that labels known later can be joined to it as ground truth.
+        ``target_model`` (``name@version`` or ``name@alias``) picks the model version on a
+        multi-model endpoint. ``explain`` is the JMESPath row filter of the explanation
+        header (```true``` for every row): the answer then holds SHAP ``explanations``
+        (:mod:`wellml.serving.explain`).
 
         Raises:
             NotFound: no such endpoint.
@@ -1167,6 +1239,10 @@ class Endpoints:
             headers["x-wellml-inference-id"] = inference_id
         if variant:
             headers["x-wellml-target-variant"] = variant
+        if target_model:
+            headers["x-wellml-target-model"] = target_model
+        if explain:
+            headers["x-amzn-sagemaker-enable-explanations"] = explain
         resp = httpx.post(ep.url + "/invocations", json=records, headers=headers, timeout=timeout)
         if resp.status_code >= 400:
             try:
@@ -1177,6 +1253,8 @@ class Endpoints:
                 raise Unauthenticated(message)
             if resp.status_code == 403:
                 raise PermissionDenied(message)
+            if resp.status_code == 404:
+                raise NotFound(message)
             if resp.status_code >= 500:
                 raise BackendUnavailable(f"endpoint answered {resp.status_code}: {message}")
             raise InvalidInput(f"endpoint answered {resp.status_code}: {message}")

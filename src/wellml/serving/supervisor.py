@@ -12,6 +12,7 @@ out step by step and records every step and the outcome on that row.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -66,6 +67,7 @@ class ReplicaProcess:
     started_at: float = 0.0
     last_exit: float = 0.0
     retiring: bool = False
+    multi_model: str | None = None  # the variant's multi-model settings as JSON
 
     @property
     def port(self) -> int:
@@ -180,11 +182,15 @@ class Supervisor:
         )
         self.router.table.variants[variant.name] = route
         self.procs[variant.name] = []
+        multi = getattr(variant, "multi_model", None)
+        spec = json.dumps(multi.to_dict()) if multi is not None else None
         for _ in range(variant.replicas):
-            self._spawn_new(variant.name, model_id, shadow)
+            self._spawn_new(variant.name, model_id, shadow, multi_model=spec)
         self.publish_replicas()
 
-    def _spawn_new(self, variant: str, model_id: str, shadow: bool) -> ReplicaProcess:
+    def _spawn_new(
+        self, variant: str, model_id: str, shadow: bool, *, multi_model: str | None = None
+    ) -> ReplicaProcess:
         assert self.router is not None
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -192,7 +198,7 @@ class Supervisor:
         sock.listen(2048)
         port = sock.getsockname()[1]
         replica = Replica(variant, port, ReplicaClient("127.0.0.1", port))
-        proc = ReplicaProcess(variant, model_id, shadow, sock, replica)
+        proc = ReplicaProcess(variant, model_id, shadow, sock, replica, multi_model=multi_model)
         self._spawn(proc)
         self.procs.setdefault(variant, []).append(proc)
         self.router.table.variants[variant].replicas.append(replica)
@@ -216,6 +222,8 @@ class Supervisor:
         ]
         if proc.shadow:
             cmd.append("--shadow")
+        if proc.multi_model is not None:
+            cmd += ["--multi-model", proc.multi_model]
         env = {**os.environ, SECRET_ENV: self.secret}
         proc.process = subprocess.Popen(
             cmd, pass_fds=(proc.sock.fileno(),), env=env, stdin=subprocess.DEVNULL
@@ -294,7 +302,12 @@ class Supervisor:
             return
         if count > len(procs):
             for _ in range(count - len(procs)):
-                self._spawn_new(name, procs[0].model_version_id, procs[0].shadow)
+                self._spawn_new(
+                    name,
+                    procs[0].model_version_id,
+                    procs[0].shadow,
+                    multi_model=procs[0].multi_model,
+                )
             await self.wait_ready([name])
         elif count < len(procs):
             extra = procs[count:]
@@ -422,18 +435,21 @@ class Supervisor:
             else:
                 continue
             state.last_action = t
-            await asyncio.to_thread(
-                self._event,
-                kind,
-                v.name,
-                {
-                    "from": current,
-                    "to": want,
-                    "mean_inflight": round(mean, 3),
-                    "target_inflight": policy.target_inflight,
-                },
-            )
-            await self.set_replicas(v.name, want)
+            detail: dict[str, Any] = {
+                "from": current,
+                "to": want,
+                "mean_inflight": round(mean, 3),
+                "target_inflight": policy.target_inflight,
+            }
+            # Recorded once the replicas have changed, so the event says what happened: a
+            # scale-out whose new replicas did not come up carries the reason.
+            try:
+                await self.set_replicas(v.name, want)
+            except DeploymentFailed as exc:
+                log.warning("%s of %s/%s failed: %s", kind, self.name, v.name, exc)
+                detail["error"] = str(exc)
+            detail["replicas"] = len([p for p in self.procs.get(v.name, []) if not p.retiring])
+            await asyncio.to_thread(self._event, kind, v.name, detail)
 
     def publish_replicas(self) -> None:
         """Set the replica gauges (counts by state, memory and CPU of each process)."""
@@ -473,6 +489,14 @@ class Supervisor:
                         "ready": p.replica.ready,
                         "restarts": p.restarts,
                         "served": p.replica.served,
+                        **(
+                            {
+                                "models_loaded": p.replica.models_loaded,
+                                "models_loaded_bytes": p.replica.models_loaded_bytes,
+                            }
+                            if p.multi_model is not None
+                            else {}
+                        ),
                     }
                     for p in procs
                 ],
@@ -578,6 +602,7 @@ class Rollout:
     async def _provision(self, old: EndpointConfig) -> None:
         sup = self.sup
         old_models = {v.name: v.model_version for v in old.all_variants()}
+        old_sets = {v.name: v.multi_model for v in old.variants}
         t0 = time.monotonic()
         for v in self.target.all_variants():
             if v.name in old_models:
@@ -585,6 +610,11 @@ class Rollout:
                     raise DeploymentFailed(
                         f"variant {v.name} serves {old_models[v.name]}; a new model version "
                         "needs a new variant name"
+                    )
+                if old_sets.get(v.name) != getattr(v, "multi_model", None):
+                    raise DeploymentFailed(
+                        f"variant {v.name} serves another multi-model set; new multi-model "
+                        "settings need a new variant name"
                     )
                 current = len(sup.procs.get(v.name, []))
                 if v.replicas > current:
@@ -609,16 +639,15 @@ class Rollout:
                 sup.ws.endpoints.smoke_rows, sup.name, variant.model_version
             )
             proc = sup.procs[name][0]
+            headers = [
+                (b"content-type", b"application/json"),
+                (b"x-wellml-internal", sup.secret.encode()),
+            ]
+            if variant.multi_model is not None:
+                headers.append((b"x-wellml-target-model", variant.model_version.encode()))
             try:
                 resp = await proc.replica.client.request(
-                    "POST",
-                    "/invocations",
-                    [
-                        (b"content-type", b"application/json"),
-                        (b"x-wellml-internal", sup.secret.encode()),
-                    ],
-                    body,
-                    timeout=30,
+                    "POST", "/invocations", headers, body, timeout=30
                 )
                 status, text = resp.status, resp.body[:300].decode(errors="replace")
             except (TimeoutError, ReplicaUnavailable) as exc:

@@ -300,3 +300,25 @@ def test_human_review_is_declared_queued_timely_and_measured(tmp_path) -> None: 
     assert r["status"] == "fail" and r["failing"] == ["endpoint:ep"]
     assert "older than the 24 h review SLA" in r["reason"]
     assert "backlog grew on each of the last 7 days" in r["reason"]
+
+
+def test_low_traffic_models_should_share_multi_model_endpoints(workspace: Workspace) -> None:
+    from wellml.serving import ProductionVariant
+
+    _deploy(workspace)  # endpoint ep: one model alone, no traffic yet
+    r = _results(workspace)["MLSUS-14"]
+    assert r["status"] == "fail" and r["failing"] == ["endpoint:ep"]
+    assert "a dedicated endpoint for 0.00 rows a minute" in r["reason"]
+    for name in ("m2", "m3", "m4", "m5"):
+        workspace.registry.register(
+            name, workspace.registry.load("m@1"), X=pd.DataFrame({"x": [0.0, 1.0]})
+        )
+        workspace.registry.approve(f"{name}@1")
+    workspace.endpoints.create(
+        "shared",
+        [ProductionVariant.multi("all", ["m2", "m3", "m4", "m5"], memory_budget="64MiB")],
+        port=2,
+    )
+    r = _results(workspace)["MLSUS-14"]  # 4 of 5 low-traffic models share an endpoint
+    assert r["status"] == "pass", r["reason"]
+    assert "endpoint:shared/m2" in r["evidence"]

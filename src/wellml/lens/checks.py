@@ -7,6 +7,7 @@ nothing is in scope it returns ``not-evaluated`` with the reason, never a pass.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import time
@@ -547,6 +548,46 @@ def endpoint_autoscaling(ev: Evidence) -> CheckOutcome:
         if problems:
             failing[ref] = ", ".join(problems)
     return _outcome(examined, failing, what="endpoints")
+
+
+@check("MLSUS-14")
+def shared_endpoints(ev: Evidence) -> CheckOutcome:
+    """Low-traffic models share multi-model endpoints: of the models on multi-model endpoints
+    and those alone on an endpoint that answered fewer than ``MLSUS-14.rows_per_minute`` (1)
+    rows a minute over the last 7 days (captured rows scaled by the capture share), at least
+    80% are on multi-model endpoints. Every model wellml serves runs in the same serving
+    environment, so any of them can share one."""
+    limit = ev.threshold("MLSUS-14.rows_per_minute", 1.0)
+    window = ev.now - 7 * DAY
+    with ev.ws.metadata.read() as conn:
+        captured = sql.capture_rows_since(conn, window)
+    failing: dict[str, str] = {}
+    examined = []
+    unknown = []
+    for ep in ev.endpoints:
+        variants = (ep["config"] or {}).get("variants") or []
+        shared = [v for v in variants if v.get("multi_model")]
+        if shared:
+            for v in shared:
+                examined += [
+                    f"endpoint:{ep['name']}/{m}" for m in v["multi_model"].get("models", [])
+                ]
+            continue
+        share = float((ep["config"] or {}).get("capture_percent", 0.0)) / 100
+        if share <= 0:
+            unknown.append(ep["name"])
+            continue
+        minutes = max(1.0, (ev.now - max(window, ep["created_at"])) / 60)
+        rate = captured.get(ep["id"], 0) / share / minutes
+        if rate < limit:
+            ref = f"endpoint:{ep['name']}"
+            examined.append(ref)
+            failing[ref] = f"a dedicated endpoint for {rate:.2f} rows a minute"
+    outcome = _outcome(examined, failing, what="low-traffic models", needed=0.8)
+    if unknown:
+        note = f"; traffic unknown (no capture) for {', '.join(sorted(unknown))}"
+        return dataclasses.replace(outcome, reason=outcome.reason + note)
+    return outcome
 
 
 # --- performance ------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from sqlalchemy import Connection, func, insert, select
 from wellml.store.metadata import new_id, now
 from wellml.store.tables import (
     baselines,
+    capture_files,
     dataset_profiles,
     dataset_versions,
     datasets,
@@ -250,3 +251,13 @@ def review_items_all(conn: Connection) -> list[dict[str, Any]]:
             review_items.c.reviewed_at,
         ),
     )
+
+
+def capture_rows_since(conn: Connection, since: float) -> dict[str, int]:
+    """Rows captured per endpoint id in files written since ``since``."""
+    rows = conn.execute(
+        select(capture_files.c.endpoint_id, func.sum(capture_files.c.rows))
+        .where(capture_files.c.last_at >= since)
+        .group_by(capture_files.c.endpoint_id)
+    )
+    return {str(eid): int(n or 0) for eid, n in rows}

@@ -231,15 +231,26 @@ class Supervisor:
         proc.started_at = time.monotonic()
         proc.replica.ready = False
 
-    async def wait_ready(self, variants: list[str], timeout: float = READY_TIMEOUT) -> None:
-        """Wait until every replica of ``variants`` answers /ping.
+    async def wait_ready(
+        self,
+        variants: list[str],
+        timeout: float = READY_TIMEOUT,
+        *,
+        only: list[ReplicaProcess] | None = None,
+    ) -> None:
+        """Wait until every replica of ``variants`` (or just the ``only`` ones) answers /ping.
 
         Raises:
             DeploymentFailed: a replica exited, or did not answer in time.
         """
         deadline = time.monotonic() + timeout
         while True:
-            pending = [p for v in variants for p in self.procs.get(v, []) if not p.replica.ready]
+            pending = [
+                p
+                for v in variants
+                for p in self.procs.get(v, [])
+                if not p.replica.ready and (only is None or p in only)
+            ]
             if not pending:
                 self.publish_replicas()
                 return
@@ -301,14 +312,18 @@ class Supervisor:
         if not procs:
             return
         if count > len(procs):
-            for _ in range(count - len(procs)):
+            started = [
                 self._spawn_new(
                     name,
                     procs[0].model_version_id,
                     procs[0].shadow,
                     multi_model=procs[0].multi_model,
                 )
-            await self.wait_ready([name])
+                for _ in range(count - len(procs))
+            ]
+            # Only the new replicas: one of the others restarting meanwhile is not a failure
+            # of the scale-out (the watcher brings it back).
+            await self.wait_ready([name], only=started)
         elif count < len(procs):
             extra = procs[count:]
             route = self.router.table.variants[name]
@@ -780,8 +795,18 @@ class Rollout:
         for name in retired:
             await sup.remove_variant(name)
         for v in self.target.all_variants():
-            if len(sup.procs.get(v.name, [])) != v.replicas and v.name not in self.added:
-                await sup.set_replicas(v.name, v.replicas)
+            if v.name in self.added:
+                continue
+            have = len(sup.procs.get(v.name, []))
+            # An autoscaled variant keeps the count the autoscaler reached, within its bounds.
+            scaling = getattr(v, "autoscaling", None)
+            want = (
+                min(max(have, scaling.min_replicas), scaling.max_replicas)
+                if scaling is not None
+                else v.replicas
+            )
+            if have != want:
+                await sup.set_replicas(v.name, want)
         assert sup.router is not None
         sup.router.table.set_weights({v.name: v.weight for v in self.target.variants})
         sup._publish_weights()

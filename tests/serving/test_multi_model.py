@@ -562,6 +562,8 @@ def test_cli_creates_a_multi_model_endpoint(
     monkeypatch.setattr(console, "width", 200)  # one line per row, whatever the terminal
     code, out, _ = run_cli(capsys, "endpoints", "list")
     assert code == 0 and "primary=multi-model[a,b@1,big]" in out
+    code, out, _ = run_cli(capsys, "endpoints", "show", "mm")
+    assert code == 0 and "multi-model[a,b@1,big]" in out
 
 
 def test_a_running_multi_model_endpoint_routes_counts_and_reports(zoo: Workspace) -> None:

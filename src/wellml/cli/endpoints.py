@@ -159,7 +159,9 @@ def show(
         [
             (
                 v.name,
-                v.model_version,
+                "multi-model[" + ",".join(v.multi_model.models) + "]"
+                if isinstance(v, ProductionVariant) and v.multi_model is not None
+                else v.model_version,
                 f"{v.weight:g}"
                 if isinstance(v, ProductionVariant)
                 else f"shadow {v.sampling_percent:g}%",

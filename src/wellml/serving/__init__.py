@@ -1,6 +1,7 @@
 """Serving: real-time endpoints of weighted production variants and shadow variants, deployed
 by strategies that bake and roll back on alarms, with signature checks, tokens, rate limits,
-metrics and data capture; and batch transform."""
+metrics and data capture; multi-model variants, explanations on request, Ray Serve; and batch
+transform."""
 
 from wellml.serving.config import (
     AutoScaling,
@@ -9,6 +10,7 @@ from wellml.serving.config import (
     EndpointConfig,
     ErrorRateAlarm,
     LatencyAlarm,
+    MultiModel,
     ProductionVariant,
     RateLimit,
     ShadowVariant,
@@ -24,6 +26,7 @@ __all__ = [
     "Endpoints",
     "ErrorRateAlarm",
     "LatencyAlarm",
+    "MultiModel",
     "ProductionVariant",
     "RateLimit",
     "RunningEndpoint",

@@ -87,3 +87,17 @@ def test_a_killed_server_is_reported_failed(approved: Workspace) -> None:
     assert approved.endpoints.get("ep").status == "failed"
     with pytest.raises(Conflict, match="not running"):
         approved.endpoints.stop("ep")
+
+
+def test_a_deployed_version_can_autoscale(approved: Workspace) -> None:
+    from wellml.serving import AutoScaling
+
+    approved.registry.approve("m@1")
+    scaling = AutoScaling(min_replicas=1, max_replicas=3, target_inflight=2)
+    ep = approved.endpoints.deploy("m@1", name="ep", port=1, autoscaling=scaling)
+    (variant,) = ep.endpoint_config.variants
+    assert variant.autoscaling == scaling and variant.replicas == 1
+    with pytest.raises(InvalidInput, match="autoscaling needs"):
+        approved.endpoints.deploy(
+            "m@1", name="ep", port=1, autoscaling=AutoScaling(min_replicas=2, max_replicas=1)
+        )

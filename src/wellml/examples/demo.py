@@ -23,7 +23,7 @@ from sklearn.base import clone
 from wellml.errors import AlreadyExists
 from wellml.examples import churn
 from wellml.lens.engine import render
-from wellml.serving import DeploymentPolicy, ErrorRateAlarm, LatencyAlarm
+from wellml.serving import AutoScaling, DeploymentPolicy, ErrorRateAlarm, LatencyAlarm
 from wellml.workspace import Workspace
 
 ENDPOINT = "churn"
@@ -43,6 +43,9 @@ ROLLOUT = DeploymentPolicy(
     bake_seconds=3,
     alarms=(ErrorRateAlarm(max_rate=0.02, min_requests=20), LatencyAlarm(p99_ms=2000)),
 )
+
+# One replica, a second one when more than 4 requests a replica are in flight.
+SCALING = AutoScaling(min_replicas=1, max_replicas=2, target_inflight=4)
 
 SPEC: dict[str, Any] = {
     "name": "churn",
@@ -368,6 +371,7 @@ def _run(
         capture_percent=100,
         feature_service=FEATURE_SERVICE,
         policy=ROLLOUT,
+        autoscaling=SCALING,
     )
     try:
         result.endpoint_url = running.url

@@ -42,6 +42,7 @@ from wellml.governance import tokens
 from wellml.names import check_name
 from wellml.processes import pid_alive
 from wellml.serving.config import (
+    AutoScaling,
     DeploymentPolicy,
     EndpointConfig,
     MultiModel,
@@ -447,12 +448,14 @@ class Endpoints:
         replicas: int = 1,
         rate_limit: RateLimit | None = None,
         policy: DeploymentPolicy | None = None,
+        autoscaling: AutoScaling | None = None,
     ) -> EndpointRecord:
         """Create or replace the endpoint record for one model version (it is not started).
 
         With ``feature_service``, a request may carry only entity keys (and any request
         fields of on-demand features): the endpoint fetches the service's features from the
-        online store before predicting. The service is pinned to its current version.
+        online store before predicting. The service is pinned to its current version. With
+        ``autoscaling``, the variant starts at ``replicas`` and is scaled within its bounds.
 
         Raises:
             Conflict: the version is not approved (unless ``allow_unapproved``), or the
@@ -463,7 +466,7 @@ class Endpoints:
         mv = self._ws.registry.get(model_ref)
         name = check_name(name or mv.name, "endpoint name")
         config = EndpointConfig(
-            variants=(ProductionVariant("primary", mv.ref, replicas, 1.0),),
+            variants=(ProductionVariant("primary", mv.ref, replicas, 1.0, autoscaling),),
             auth=auth,
             capture_percent=capture_percent,
             max_payload_bytes=max_payload_bytes,

@@ -380,6 +380,8 @@ def historical_round(
             workdir = Path(tmp) / tool
             workdir.mkdir()
             results[tool] = run_worker(pythons[tool], tool, "historical", workdir, data, {})
+            # The machine is shared: what else ran shows in the 1-minute load average.
+            results[tool]["load_1min"] = round(os.getloadavg()[0], 2)
         reference = Path(results["duckdb"]["result"])
         for tool in HISTORICAL_TOOLS:
             results[tool]["check"] = compare(reference, Path(results[tool]["result"]))
@@ -538,6 +540,8 @@ def summarize_historical(
                     "checks": [r[tool]["check"] for r in rounds],
                 }
             )
+        loads = [r[tool]["load_1min"] for r in rounds for tool in HISTORICAL_TOOLS]
+        print(f"1-minute load average after each process: {min(loads):.2f}-{max(loads):.2f}")
         vs_feast = [r["feast"]["seconds"] / r["wellml"]["seconds"] for r in rounds]
         vs_ref = [r["wellml"]["seconds"] / r["duckdb"]["seconds"] for r in rounds]
         memory = [r["wellml"]["peak_rss_mib"] / r["feast"]["peak_rss_mib"] for r in rounds]
@@ -555,6 +559,7 @@ def summarize_historical(
                 "wellml_over_duckdb_time_per_round": vs_ref,
                 "wellml_over_feast_peak_rss": median(memory),
                 "wellml_over_feast_peak_rss_per_round": memory,
+                "load_1min_range": [min(loads), max(loads)],
             }
         )
         if not quick:

@@ -20,13 +20,14 @@ import inspect
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeAlias
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from wellml.config import FeatureDefinitions
 from wellml.errors import InvalidInput
 from wellml.names import check_name, parse_ref
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "DTYPES",
@@ -261,7 +262,7 @@ class FeatureView:
 #: The signature of an on-demand transformation: a DataFrame with one column per input
 #: (request fields, and input features by their feature names) in, one column per output
 #: feature out, with the same number of rows.
-Transformation: TypeAlias = Callable[[pd.DataFrame], pd.DataFrame]
+Transformation: TypeAlias = "Callable[[pd.DataFrame], pd.DataFrame]"
 
 
 @dataclass(frozen=True)

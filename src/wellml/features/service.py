@@ -15,6 +15,7 @@ import importlib
 import inspect
 import json
 import re
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -23,7 +24,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy.exc
@@ -45,13 +45,20 @@ from wellml.store import features as sql
 from wellml.store.metadata import new_id, now, redact_url
 from wellml.store.offline import (
     FeatureSource,
+    TieChecks,
     describe_source,
     get_historical_features,
+    is_dataframe,
     latest_rows,
+    source_has_ties,
 )
 from wellml.store.online import OnlineStore, open_online_store
 
 if TYPE_CHECKING:
+    # pandas is imported where a DataFrame is built, so that building a training set from
+    # Parquet or Arrow data never loads it (it is a good part of a process's fixed memory).
+    import pandas as pd
+
     from wellml.data.catalog import DatasetVersion
     from wellml.workspace import Workspace
 
@@ -343,6 +350,8 @@ class OnlineFeatures:
 
     def to_pandas(self) -> pd.DataFrame:
         """A DataFrame with one row per entity row."""
+        import pandas as pd
+
         return pd.DataFrame(self.columns)
 
 
@@ -516,6 +525,8 @@ class FeatureStore:
         self._online: OnlineStore | None = None
         self._online_lock = threading.Lock()
         self._plans: dict[tuple[Any, ...], _RetrievalPlan] = {}
+        # Tie checks of Parquet sources, shared by every process of the workspace.
+        self._tie_checks = TieChecks(workspace.state_dir / "offline-tie-checks.json")
 
     # -- online store handle -----------------------------------------------------------------
 
@@ -572,7 +583,31 @@ class FeatureStore:
                     "feature definitions were changed by another apply meanwhile; plan again"
                 ) from None
             self._plans.clear()
+        for r in resolved:
+            if r.kind == "feature_view":
+                self._check_ties(r.name, r.spec)
         return FeaturePlan(items, applied=True)
+
+    def _check_ties(self, name: str, spec: dict[str, Any]) -> None:
+        """Check a view's Parquet source for ties now, so that the first training set built
+        from it does not pay for the check (see :func:`wellml.store.offline.source_has_ties`).
+        """
+        data = self._source_data(spec["source"])
+        if not isinstance(data, str):
+            return
+        source = FeatureSource(
+            name=name,
+            data=data,
+            join_keys=tuple(spec["join_keys"]),
+            timestamp=spec["timestamp_field"],
+            features=tuple(f["name"] for f in spec["features"]),
+        )
+        try:
+            source_has_ties(source, self._tie_checks)
+        except InvalidInput:
+            # The definitions are stored already; a source that became unreadable meanwhile
+            # is reported by the join that reads it.
+            return
 
     def _definitions(self, definitions: Iterable[Definition] | None) -> builtins.list[Definition]:
         if definitions is None:
@@ -1219,16 +1254,20 @@ class FeatureStore:
 
     # -- offline ------------------------------------------------------------------------------
 
+    def _source_data(self, src: dict[str, Any]) -> str | None:
+        """The Parquet path or glob a view's pinned source reads; None for a query source."""
+        if "dataset" in src:
+            dv = self._ws.data.get(src["dataset"])
+            return str(self._ws.artifacts.local_path(dv.artifact_digest))
+        if "path" in src:
+            return str(src["path"])
+        return None
+
     def _feature_source(self, part: _ViewPart) -> FeatureSource:
         spec = part.view.spec
         src = spec["source"]
-        data: Any
-        if "dataset" in src:
-            dv = self._ws.data.get(src["dataset"])
-            data = str(self._ws.artifacts.local_path(dv.artifact_digest))
-        elif "path" in src:
-            data = src["path"]
-        else:
+        data: Any = self._source_data(src)
+        if data is None:
             data = self._query_table(src, f"feature view {part.view.ref}")
         return FeatureSource(
             name=part.view.name,
@@ -1241,14 +1280,15 @@ class FeatureStore:
         )
 
     def _entity_input(self, entity: Any) -> tuple[Any, DatasetVersion | None]:
-        from wellml.data.catalog import DatasetVersion
-
-        if isinstance(entity, DatasetVersion):
+        # A dataset version can only be passed in once the catalog is loaded; not importing it
+        # here keeps pandas, which it uses, out of joins of files and tables.
+        catalog = sys.modules.get("wellml.data.catalog")
+        if catalog is not None and isinstance(entity, catalog.DatasetVersion):
             return str(self._ws.artifacts.local_path(entity.artifact_digest)), entity
         if isinstance(entity, str) and not Path(entity).exists() and "*" not in entity:
             dv = self._ws.data.get(entity)
             return str(self._ws.artifacts.local_path(dv.artifact_digest)), dv
-        if isinstance(entity, str | Path | pd.DataFrame | pa.Table):
+        if isinstance(entity, str | Path | pa.Table) or is_dataframe(entity):
             return entity, None
         raise InvalidInput(
             "entity rows must be a DataFrame, an Arrow table, a Parquet path or a dataset "
@@ -1312,6 +1352,7 @@ class FeatureStore:
             full_feature_names=True,
             memory_limit=memory_limit,
             temp_directory=temp_directory,
+            tie_checks=self._tie_checks,
         )
         internal = {_internal(p.view.name, f) for p in plan.views for f in p.features}
         entity_columns = [c for c in joined.column_names if c not in internal]
@@ -1348,6 +1389,8 @@ class FeatureStore:
         num_rows: int,
     ) -> dict[str, pa.Array]:
         """Run an on-demand function over input columns; validate and type its output."""
+        import pandas as pd
+
         spec = part.view.spec
         what = f"on-demand feature view {part.view.ref}"
         data: dict[str, pd.Series] = {}
@@ -1483,6 +1526,8 @@ class FeatureStore:
             InvalidInput: a view with ``online=False``, a bad window, or unreadable source data.
             BackendUnavailable: the online store cannot be reached.
         """
+        import pandas as pd
+
         from wellml.data.profile import profile_table
 
         v = self.get(view, "feature_view")
@@ -1613,6 +1658,8 @@ class FeatureStore:
             NotFound: no such view, or it was never materialized.
             InvalidInput: ``sample`` is not positive.
         """
+        import pandas as pd
+
         if sample < 1:
             raise InvalidInput("sample must be at least 1")
         v = self.get(view, "feature_view")
@@ -1788,6 +1835,8 @@ def _cast(array: Any, dtype: str, what: str, *, user_code: bool = False) -> Any:
 
 
 def _timestamp(value: Any, what: str) -> pd.Timestamp:
+    import pandas as pd
+
     try:
         ts = pd.Timestamp(value)
     except (ValueError, TypeError) as exc:
@@ -1820,7 +1869,7 @@ def _columns(entity_rows: Any) -> dict[str, list[Any]]:
             length = len(values)
             columns[str(k)] = values
         return columns
-    if isinstance(entity_rows, pd.DataFrame):
+    if is_dataframe(entity_rows):
         return {str(c): entity_rows[c].tolist() for c in entity_rows.columns}
     if isinstance(entity_rows, str | bytes) or not isinstance(entity_rows, Sequence):
         raise InvalidInput("entity rows must be a list of mappings or a mapping of columns")

@@ -22,16 +22,27 @@ The promises, pinned by ``tests/features/test_offline.py``:
 * **NULLs.** NULL feature values are returned as NULL (the row still counts as the latest one; it
   is not skipped in favour of an older non-NULL value). Source rows with a NULL timestamp are
   ignored; entity rows with a NULL timestamp or NULL join key get NULL features.
-* **Time zones.** Timestamps with a time zone are converted to UTC; timestamps without one are
-  taken to be UTC already. Comparisons are exact to the nanosecond when both sides are stored
-  with nanoseconds, otherwise to the microsecond (DuckDB's ``TIMESTAMP``); so are TTLs.
-  ``created_timestamp`` is compared to the microsecond.
+* **Time zones.** Timestamps with a time zone are compared as UTC instants; timestamps without
+  one are taken to be UTC already. Comparisons are exact to the nanosecond when both sides are
+  stored with nanoseconds, otherwise to the microsecond (DuckDB's ``TIMESTAMP``); so are TTLs.
+  ``created_timestamp`` is compared to the microsecond. Only the entity rows are converted when
+  that keeps these rules: a microsecond source column is compared in its own type (an aware
+  entity timestamp is taken to UTC for a naive source, a naive one read as UTC for an aware
+  source); a source stored in seconds, milliseconds or nanoseconds is converted row by row.
 
 The join runs in one DuckDB query: one ``ASOF LEFT JOIN`` per source, chained off the entity
-rows. Arrow tables and DataFrames are scanned in place through ``con.register``; Parquet paths and
-globs are read with ``read_parquet``, so only the needed columns are read and, with
-``memory_limit`` and ``temp_directory``, DuckDB spills to disk on data larger than memory. The
-result (entity rows plus features) is an in-memory Arrow table, so it must fit in memory.
+rows, put back in entity-row order afterwards by the rows' numbers. Arrow tables and DataFrames
+are scanned in place through ``con.register``; Parquet paths and globs are read with
+``read_parquet``, so only the needed columns are read and, with ``memory_limit`` and
+``temp_directory``, DuckDB spills to disk on data larger than memory. The result (entity rows
+plus features) is an in-memory Arrow table, so it must fit in memory.
+
+Breaking ties costs: the ASOF match then compares a (timestamp, created, file, row) struct per
+source row instead of the timestamp. So a Parquet source is first checked for ties
+(:func:`source_has_ties`, once per content of its files, remembered in a :class:`TieChecks`);
+one without ties is matched on its timestamp alone, which picks the same row. In-memory
+sources and files that are not local always get the full order, and so does a join during
+which a checked file changed (it runs again).
 
 Reading Parquet relies on DuckDB's ``file_index`` and ``file_row_number`` virtual columns
 (DuckDB 1.3 or later) for the tie-break order.
@@ -39,25 +50,44 @@ Reading Parquet relies on DuckDB's ``file_index`` and ``file_row_number`` virtua
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import math
 import numbers
+import os
+import sys
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeGuard
 
 import duckdb
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from wellml.errors import InvalidInput
 
-__all__ = ["FeatureSource", "describe_source", "get_historical_features", "latest_rows"]
+if TYPE_CHECKING:
+    # pandas is imported by callers that pass DataFrames; a join of Parquet or Arrow data
+    # never loads it (it is a good part of a process's fixed memory).
+    import pandas as pd
+
+__all__ = [
+    "FeatureSource",
+    "TieChecks",
+    "describe_source",
+    "get_historical_features",
+    "is_dataframe",
+    "latest_rows",
+    "source_has_ties",
+]
 
 #: What a caller may pass as entity rows or source data.
-TableLike: TypeAlias = str | Path | pa.Table | pd.DataFrame
+TableLike: TypeAlias = "str | Path | pa.Table | pd.DataFrame"
 
 # Every helper column and relation the join adds starts with this prefix; user columns with it
 # are rejected so that they can never be confused with ours.
@@ -74,6 +104,97 @@ _FLOAT_TYPES = frozenset({"FLOAT", "DOUBLE"})
 _NAIVE_TIMESTAMPS = frozenset({"TIMESTAMP", "TIMESTAMP_S", "TIMESTAMP_MS", "TIMESTAMP_NS"})
 _AWARE_TIMESTAMPS = frozenset({"TIMESTAMP WITH TIME ZONE", "TIMESTAMPTZ", "TIMESTAMPTZ_NS"})
 _NANOSECOND_TIMESTAMPS = frozenset({"TIMESTAMP_NS", "TIMESTAMPTZ_NS"})
+_AWARE_MICROSECONDS = frozenset({"TIMESTAMP WITH TIME ZONE", "TIMESTAMPTZ"})
+
+
+def is_dataframe(value: Any) -> TypeGuard[pd.DataFrame]:
+    """Whether ``value`` is a pandas DataFrame, without importing pandas: an object can only be
+    a DataFrame if pandas was imported already."""
+    pandas = sys.modules.get("pandas")
+    return pandas is not None and isinstance(value, pandas.DataFrame)
+
+
+class TieChecks:
+    """Answers of the tie check (:func:`source_has_ties`), so that each content of a source is
+    checked once.
+
+    Keyed by the content fingerprint of the files, the join keys and the timestamp compared;
+    beyond ``size`` answers the least recently used are dropped. Kept in memory and, with a
+    ``path``, in that JSON file too, so that other processes on this machine reuse them (a
+    workspace keeps one under ``.wellml/``). The file is written to a temporary name and moved
+    into place; a missing or unreadable file counts as empty, and an answer lost to a
+    concurrent writer only means one more check.
+
+    Args:
+        path: The JSON file, or None for memory only.
+        size: How many answers to keep.
+    """
+
+    def __init__(self, path: str | Path | None = None, *, size: int = 1024) -> None:
+        self._path = Path(path) if path is not None else None
+        self._size = size
+        self._answers: OrderedDict[str, bool] = OrderedDict()
+        self._lock = threading.Lock()
+        self._loaded: tuple[int, int] | None = None  # (mtime_ns, size) of the file last read
+
+    def get(self, key: str) -> bool | None:
+        """The answer for ``key``, or None when it was never checked."""
+        with self._lock:
+            if key not in self._answers:
+                self._load()
+            known = self._answers.get(key)
+            if known is not None:
+                self._answers.move_to_end(key)
+            return known
+
+    def put(self, key: str, has_ties: bool) -> None:
+        """Remember an answer (and write the file, if there is one)."""
+        with self._lock:
+            self._load()
+            self._answers[key] = has_ties
+            self._answers.move_to_end(key)
+            while len(self._answers) > self._size:
+                self._answers.popitem(last=False)
+            if self._path is not None:
+                self._save(self._path)
+
+    def _load(self) -> None:
+        """Merge in the file's answers if it changed since it was last read."""
+        if self._path is None:
+            return
+        try:
+            st = self._path.stat()
+            if self._loaded == (st.st_mtime_ns, st.st_size):
+                return
+            stored = json.loads(self._path.read_text())
+        except (OSError, ValueError):
+            return
+        self._loaded = (st.st_mtime_ns, st.st_size)
+        if not isinstance(stored, dict):
+            return
+        for key, value in stored.items():
+            if isinstance(value, bool) and key not in self._answers:
+                self._answers[key] = value
+                self._answers.move_to_end(key, last=False)
+        while len(self._answers) > self._size:
+            self._answers.popitem(last=False)
+
+    def _save(self, path: Path) -> None:
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(dict(self._answers)))
+            os.replace(tmp, path)
+            st = path.stat()
+            self._loaded = (st.st_mtime_ns, st.st_size)
+        except OSError:
+            # Only a cache: without the file every process checks once on its own.
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+
+
+# The answers of processes that pass no TieChecks of their own.
+_PROCESS_TIES = TieChecks()
 
 
 @dataclass(frozen=True, eq=False)
@@ -113,7 +234,7 @@ class FeatureSource:
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
             raise InvalidInput(f"feature source name must be a non-empty string, got {self.name!r}")
-        if not isinstance(self.data, str | Path | pa.Table | pd.DataFrame):
+        if not isinstance(self.data, str | Path | pa.Table) and not is_dataframe(self.data):
             raise InvalidInput(
                 f"feature source {self.name!r}: data must be a Parquet path, an Arrow table or a "
                 f"DataFrame, got {type(self.data).__name__}"
@@ -166,6 +287,7 @@ def get_historical_features(
     full_feature_names: bool = False,
     memory_limit: str | None = None,
     temp_directory: str | None = None,
+    tie_checks: TieChecks | None = None,
 ) -> pa.Table:
     """Attach point-in-time correct feature values to every entity row.
 
@@ -182,6 +304,8 @@ def get_historical_features(
         full_feature_names: Name output columns ``source__feature`` instead of ``feature``.
         memory_limit: DuckDB memory limit such as ``"2GB"``; beyond it DuckDB spills to disk.
         temp_directory: Where DuckDB spills; defaults to DuckDB's own choice.
+        tie_checks: Where the tie checks of Parquet sources are remembered; by default in
+            this process.
 
     Returns:
         An Arrow table with exactly one row per entity row, in the entity's order: the entity
@@ -194,7 +318,9 @@ def get_historical_features(
             a timestamp, a join key has an incompatible type on the two sides, two sources share
             a name, an output column name collides with another (without
             ``full_feature_names``) or with an entity column, a column uses the reserved
-            ``__wellml_`` prefix, or ``memory_limit``/``temp_directory`` is rejected by DuckDB.
+            ``__wellml_`` prefix, a Parquet file has a column named ``file_index`` or
+            ``file_row_number`` (DuckDB's virtual columns that give the rows' order), or
+            ``memory_limit``/``temp_directory`` is rejected by DuckDB.
         duckdb.OutOfMemoryException: If ``memory_limit`` is too small even for spilling; DuckDB's
             ASOF operator needs a block about the size of its largest right-side partition.
     """
@@ -212,27 +338,28 @@ def get_historical_features(
     con = _connect(memory_limit, temp_directory)
     try:
         entity_table = _entity_table(con, entity)
-        # From here on, order comes from explicit row numbers and the final ORDER BY; not
-        # keeping insertion order lets DuckDB stream and spill with less memory.
-        con.execute("SET preserve_insertion_order = false")
         entity_types = _register_entity(con, entity_table)
         _check_timestamp("entity", entity_timestamp, entity_types)
-        plans = [
-            _plan_source(con, index, source, entity_types, entity_timestamp)
-            for index, source in enumerate(sources)
-        ]
         output_names = _output_names(sources, entity_table.column_names, full_feature_names)
-        result = con.sql(_join_sql(plans, entity_types, entity_timestamp, output_names))
-        joined = result.to_arrow_table()
+        checks = tie_checks if tie_checks is not None else _PROCESS_TIES
+
+        def join(tie_break: bool) -> tuple[pa.Table, list[_SourcePlan]]:
+            plans = [
+                _plan_source(con, index, source, entity_types, entity_timestamp, checks, tie_break)
+                for index, source in enumerate(sources)
+            ]
+            sql = _join_sql(plans, entity_types, output_names)
+            return con.sql(sql).to_arrow_table(), plans
+
+        joined, plans = join(tie_break=False)
+        if any(_changed(con, plan) for plan in plans):
+            # A file changed after its tie check, so the check may not hold for what the join
+            # read; the full tie-break order is right whatever the content.
+            joined, plans = join(tie_break=True)
     finally:
         con.close()
 
-    if joined.num_rows != entity_table.num_rows:
-        # ASOF LEFT JOIN yields exactly one row per probe row; anything else is a bug, and
-        # gluing misaligned columns together would silently corrupt the training set.
-        raise RuntimeError(
-            f"point-in-time join returned {joined.num_rows} rows for {entity_table.num_rows}"
-        )
+    joined = _in_entity_order(joined, entity_table.num_rows)
     # The entity columns are taken from the caller's table rather than from DuckDB, so that
     # their types (time zones, nanoseconds, dictionaries) come back exactly as given.
     fields = list(entity_table.schema) + list(joined.schema)[1:]
@@ -242,14 +369,24 @@ def get_historical_features(
 
 @dataclass(frozen=True)
 class _SourcePlan:
-    """The SQL pieces of one source, validated against the entity."""
+    """The SQL pieces of one source, validated against the entity.
+
+    Attributes:
+        entity_ts: SQL of the entity rows' timestamp, as compared with this source's.
+        unit: ``"us"`` or ``"ns"``, the precision of the comparison and of the TTL.
+        tie_break: Whether the ASOF match orders rows by the full (event time, created time,
+            file, row) struct; False when the source is known to have no ties.
+        fingerprint: The content fingerprint the tie check was made for, if one was used.
+    """
 
     source: FeatureSource
     alias: str
     cte: str
     keys: tuple[str, ...]
-    nanoseconds: bool
-    with_created: bool
+    entity_ts: str
+    unit: str
+    tie_break: bool
+    fingerprint: str | None
 
 
 def _quote(name: str) -> str:
@@ -262,12 +399,39 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _connect(memory_limit: str | None, temp_directory: str | None) -> duckdb.DuckDBPyConnection:
+# The in-memory database that calls without memory settings share (each through a connection of
+# its own), with the id of the process that opened it: a forked child opens its own.
+_SHARED: tuple[int, duckdb.DuckDBPyConnection] | None = None
+_SHARED_LOCK = threading.Lock()
+
+
+def _connect(
+    memory_limit: str | None, temp_directory: str | None, *, shared: bool = True
+) -> duckdb.DuckDBPyConnection:
+    """A connection for one call: to the shared database, or with ``memory_limit`` or
+    ``temp_directory`` (settings of a whole database) or ``shared=False`` to a database of its
+    own, whose memory is given back when it is closed.
+
+    Opening a database starts its threads and closing it frees everything, which cost a good
+    part of a small join; a connection (a cursor) costs next to nothing, and the tables each
+    call registers are visible to its own connection only.
+    """
     # Extensions are never downloaded behind the caller's back: this platform is self-hosted
     # and may be offline; everything the join uses is built into DuckDB.
     config: dict[str, str | bool | int | float | list[str]] = {
-        "autoinstall_known_extensions": False
+        "autoinstall_known_extensions": False,
+        # Order comes from explicit row numbers; not keeping insertion order lets DuckDB
+        # stream and spill with less memory.
+        "preserve_insertion_order": False,
+        # Caching the bytes of the Parquet files read would add their size to the memory held.
+        "enable_external_file_cache": False,
     }
+    if shared and memory_limit is None and temp_directory is None:
+        global _SHARED
+        with _SHARED_LOCK:
+            if _SHARED is None or _SHARED[0] != os.getpid():
+                _SHARED = (os.getpid(), duckdb.connect(":memory:", config=config))
+            return _SHARED[1].cursor()
     if memory_limit is not None:
         config["memory_limit"] = memory_limit
     if temp_directory is not None:
@@ -285,13 +449,25 @@ def _entity_table(con: duckdb.DuckDBPyConnection, entity: TableLike) -> pa.Table
     """Load the entity rows into Arrow, keeping their order."""
     if isinstance(entity, pa.Table):
         return entity
-    if isinstance(entity, pd.DataFrame):
+    if is_dataframe(entity):
         return _from_pandas(entity, "entity")
     if isinstance(entity, str | Path):
+        relation = f"read_parquet({_literal(str(entity))})"
         try:
-            # The output holds every entity row anyway, so loading them costs nothing extra;
-            # DuckDB keeps file order (sorted paths, then rows) for a query without ORDER BY.
-            table = con.sql(f"SELECT * FROM read_parquet({_literal(str(entity))})")
+            types = _describe(con, relation)
+        except duckdb.Error as exc:
+            raise InvalidInput(f"entity: cannot read Parquet {str(entity)!r}: {exc}") from exc
+        # A real column with a virtual column's name hides it and would scramble the order.
+        hidden = sorted({"file_index", "file_row_number"} & types.keys())
+        if hidden:
+            raise InvalidInput(
+                f"entity: Parquet columns {hidden} clash with DuckDB's virtual columns used to "
+                "keep the rows' order; rename them"
+            )
+        # The output holds every entity row anyway, so loading them costs nothing extra. File
+        # order (sorted paths, then rows) is the entity-row order.
+        try:
+            table = con.sql(f"SELECT * FROM {relation} ORDER BY file_index, file_row_number")
             return table.to_arrow_table()
         except duckdb.Error as exc:
             raise InvalidInput(f"entity: cannot read Parquet {str(entity)!r}: {exc}") from exc
@@ -313,6 +489,14 @@ def _describe(con: duckdb.DuckDBPyConnection, relation: str) -> dict[str, str]:
     return {str(row[0]): str(row[1]) for row in rows}
 
 
+def _int64(values: np.ndarray) -> pa.Array:
+    """An Arrow int64 array over a NumPy int64 array's memory, without copying.
+
+    ``pa.array`` would first probe for pandas objects, importing pandas.
+    """
+    return pa.Array.from_buffers(pa.int64(), len(values), [None, pa.py_buffer(values)])
+
+
 def _check_reserved(what: str, columns: Sequence[str]) -> None:
     reserved = [column for column in columns if column.startswith(_PREFIX)]
     if reserved:
@@ -324,7 +508,7 @@ def _check_reserved(what: str, columns: Sequence[str]) -> None:
 def _register_entity(con: duckdb.DuckDBPyConnection, table: pa.Table) -> dict[str, str]:
     _check_reserved("entity", table.column_names)
     # The row number restores the input order after the joins, which do not keep it.
-    numbered = table.append_column(_ROW, pa.array(np.arange(table.num_rows, dtype=np.int64)))
+    numbered = table.append_column(_ROW, _int64(np.arange(table.num_rows, dtype=np.int64)))
     con.register(f"{_PREFIX}entity", numbered)
     types = _describe(con, f"{_PREFIX}entity")
     del types[_ROW]
@@ -351,6 +535,140 @@ def _utc(column: str, duck_type: str, nanoseconds: bool) -> str:
     if duck_type in _AWARE_TIMESTAMPS:
         expression = f"timezone('UTC', {expression})"
     return f"CAST({expression} AS {target})"
+
+
+def _comparison(
+    source_column: str, source_type: str, entity_column: str, entity_type: str
+) -> tuple[str, str, str]:
+    """SQL of the source's and the entity's timestamps as compared, and the unit of the
+    comparison (``"us"`` or ``"ns"``).
+
+    A source usually has many more rows than the entity, so its timestamp is left as stored
+    whenever that keeps the rule "aware in UTC, naive taken as UTC": a microsecond source,
+    naive or aware, is compared in its own type and the entity's timestamp is brought to it.
+    Other sources (seconds, milliseconds, nanoseconds) are converted to naive UTC at the
+    precision both sides have, as the module docstring describes.
+    """
+    # Nanoseconds only when both sides have them: casting a microsecond timestamp to
+    # nanoseconds could overflow (the nanosecond range ends in 2262).
+    if source_type in _NANOSECOND_TIMESTAMPS and entity_type in _NANOSECOND_TIMESTAMPS:
+        return _utc(source_column, source_type, True), _utc(entity_column, entity_type, True), "ns"
+    entity = _utc(entity_column, entity_type, False)
+    if source_type == "TIMESTAMP":
+        return _quote(source_column), entity, "us"
+    if source_type in _AWARE_MICROSECONDS:
+        if entity_type not in _AWARE_MICROSECONDS:
+            # timezone() of a naive timestamp reads it as a wall time in UTC: the same instant.
+            entity = f"timezone('UTC', {entity})"
+        else:
+            entity = _quote(entity_column)
+        return _quote(source_column), entity, "us"
+    return _utc(source_column, source_type, False), entity, "us"
+
+
+def _fingerprint(con: duckdb.DuckDBPyConnection, path: str) -> str | None:
+    """What identifies the content of a local Parquet path or glob, cheaply.
+
+    For every file DuckDB would read: its absolute path, device, inode, size, and modification
+    and status-change times (a rewrite changes at least the inode or the change time, which
+    no program can set back). None when the files are not local or there are none: such a
+    source is never cached.
+    """
+    try:
+        rows = con.sql(f"SELECT file FROM glob({_literal(path)})").fetchall()
+    except duckdb.Error:
+        return None
+    parts = []
+    for file in sorted(str(row[0]) for row in rows):
+        try:
+            st = os.stat(file)
+        except OSError:
+            return None
+        stat = [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+        parts.append([os.path.abspath(file), *stat])
+    if not parts:
+        return None
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
+
+
+def _has_ties(
+    con: duckdb.DuckDBPyConnection, relation: str, source: FeatureSource, timestamp: str
+) -> bool:
+    """Whether two source rows share their join keys and compared timestamp.
+
+    Rows with a NULL timestamp or join key never match an entity row, so they cannot tie.
+    """
+    keys = [_quote(key) for key in source.join_keys]
+    where = " AND ".join(f"{column} IS NOT NULL" for column in [timestamp, *keys])
+    group = ", ".join([*keys, timestamp])
+    rows = con.sql(
+        f"SELECT EXISTS (SELECT 1 FROM {relation} WHERE {where} GROUP BY {group} "
+        "HAVING count(*) > 1)"
+    ).fetchall()
+    return bool(rows[0][0])
+
+
+def _cached_ties(
+    con: duckdb.DuckDBPyConnection,
+    source: FeatureSource,
+    relation: str,
+    timestamp: str,
+    checks: TieChecks,
+) -> tuple[bool, str | None]:
+    """Whether the source may have ties, and the content fingerprint that answer is for.
+
+    A Parquet source is checked once per content (see :func:`_fingerprint`) and the answer
+    remembered in ``checks``; anything without a fingerprint is taken to have ties.
+    """
+    if not isinstance(source.data, str | Path):
+        return True, None
+    fingerprint = _fingerprint(con, str(source.data))
+    if fingerprint is None:
+        return True, None
+    key = hashlib.sha256(json.dumps([fingerprint, source.join_keys, timestamp]).encode())
+    known = checks.get(key.hexdigest())
+    if known is None:
+        known = _has_ties(con, relation, source, timestamp)
+        # An answer about files that changed while they were read is not kept.
+        if _fingerprint(con, str(source.data)) == fingerprint:
+            checks.put(key.hexdigest(), known)
+    return known, fingerprint
+
+
+def _changed(con: duckdb.DuckDBPyConnection, plan: _SourcePlan) -> bool:
+    """Whether a source joined without the tie-break changed since its tie check."""
+    if plan.tie_break or plan.fingerprint is None:
+        return False
+    return _fingerprint(con, str(plan.source.data)) != plan.fingerprint
+
+
+def _in_entity_order(joined: pa.Table, rows: int) -> pa.Table:
+    """The joined rows put back in entity-row order by their row numbers (the first column).
+
+    Scattering the row numbers into their positions costs one pass, where an ``ORDER BY`` in
+    the query would sort.
+    """
+    if joined.num_rows != rows:
+        # ASOF LEFT JOIN yields exactly one row per probe row; anything else is a bug, and
+        # gluing misaligned columns together would silently corrupt the training set.
+        raise RuntimeError(f"point-in-time join returned {joined.num_rows} rows for {rows}")
+    # The row numbers have no NULLs, so their data buffers are the values (to_numpy would
+    # import pandas).
+    chunks = joined.column(0).chunks
+    numbers = np.concatenate(
+        [np.empty(0, dtype=np.int64)]
+        + [
+            np.frombuffer(
+                chunk.buffers()[1], dtype=np.int64, count=len(chunk), offset=8 * chunk.offset
+            )
+            for chunk in chunks
+        ]
+    )
+    position = np.full(rows, -1, dtype=np.int64)
+    position[numbers] = np.arange(rows, dtype=np.int64)
+    if rows and int(position.min()) < 0:
+        raise RuntimeError("point-in-time join returned an entity row twice")
+    return joined.take(_int64(position))
 
 
 def _key_family(duck_type: str) -> str:
@@ -388,12 +706,12 @@ def _source_relation(con: duckdb.DuckDBPyConnection, index: int, source: Feature
             )
         return relation
     table = source.data
-    if isinstance(table, pd.DataFrame):
+    if is_dataframe(table):
         table = _from_pandas(table, f"feature source {source.name!r}")
     _check_reserved(f"feature source {source.name!r}", table.column_names)
     # Arrow scans run in parallel, so row_number() OVER () would not be the table's order;
     # an explicit row number is (appending a column copies no data).
-    table = table.append_column(_ROW, pa.array(np.arange(table.num_rows, dtype=np.int64)))
+    table = table.append_column(_ROW, _int64(np.arange(table.num_rows, dtype=np.int64)))
     name = f"{_PREFIX}data_{index}"
     con.register(name, table)
     return name
@@ -405,8 +723,14 @@ def _plan_source(
     source: FeatureSource,
     entity_types: dict[str, str],
     entity_timestamp: str,
+    checks: TieChecks,
+    tie_break: bool,
 ) -> _SourcePlan:
-    """Validate one source against the entity and build its common table expression."""
+    """Validate one source against the entity and build its common table expression.
+
+    With ``tie_break`` False the tie check decides whether the full tie-break order is needed;
+    with True it is used whatever the source holds.
+    """
     relation = _source_relation(con, index, source)
     types = _describe(con, relation)
     what = f"feature source {source.name!r}"
@@ -427,25 +751,27 @@ def _plan_source(
     if missing:
         raise InvalidInput(f"{what}: feature columns {missing} are missing")
 
-    # Nanoseconds only when both sides have them: casting a microsecond timestamp to
-    # nanoseconds could overflow (the nanosecond range ends in 2262).
-    nanoseconds = (
-        types[source.timestamp] in _NANOSECOND_TIMESTAMPS
-        and entity_types[entity_timestamp] in _NANOSECOND_TIMESTAMPS
+    timestamp, entity_ts, unit = _comparison(
+        source.timestamp,
+        types[source.timestamp],
+        entity_timestamp,
+        entity_types[entity_timestamp],
     )
-    timestamp = _utc(source.timestamp, types[source.timestamp], nanoseconds)
-
-    # The ASOF inequality compares (timestamp, created, file, row) structs, so the latest row
-    # wins and ties resolve in one pass, with no separate deduplication (which costs a window
-    # over the whole source).
-    order = _order_struct(source, relation, types, timestamp)
+    fingerprint = None
+    if not tie_break:
+        tie_break, fingerprint = _cached_ties(con, source, relation, timestamp, checks)
 
     alias = f"{_PREFIX}s{index}"
     columns = [
         f"{_quote(key)} AS {_quote(f'{_PREFIX}k{i}')}" for i, key in enumerate(source.join_keys)
     ]
     columns.append(f"{timestamp} AS {_quote(f'{_PREFIX}t')}")
-    columns.append(f"{{{', '.join(order)}}} AS {_quote(f'{_PREFIX}o')}")
+    if tie_break:
+        # The ASOF inequality compares (timestamp, created, file, row) structs, so the latest
+        # row wins and ties resolve in one pass, with no separate deduplication (which costs a
+        # window over the whole source). Without ties the timestamp alone decides, cheaper.
+        order = _order_struct(source, relation, types, timestamp)
+        columns.append(f"{{{', '.join(order)}}} AS {_quote(f'{_PREFIX}o')}")
     columns += [
         f"{_quote(feature)} AS {_quote(f'{_PREFIX}f{i}')}"
         for i, feature in enumerate(source.features)
@@ -459,8 +785,10 @@ def _plan_source(
         alias=alias,
         cte=cte,
         keys=source.join_keys,
-        nanoseconds=nanoseconds,
-        with_created=source.created_timestamp is not None,
+        entity_ts=entity_ts,
+        unit=unit,
+        tie_break=tie_break,
+        fingerprint=fingerprint,
     )
 
 
@@ -512,20 +840,20 @@ def _output_names(
 def _join_sql(
     plans: Sequence[_SourcePlan],
     entity_types: dict[str, str],
-    entity_timestamp: str,
     output_names: Sequence[Sequence[str]],
 ) -> str:
-    """One query: the entity rows, ASOF LEFT JOINed to each source in turn."""
-    entity_type = entity_types[entity_timestamp]
+    """One query: the entity rows, ASOF LEFT JOINed to each source in turn.
+
+    The rows come back in no particular order, with the entity row number first.
+    """
     keys = sorted({key for plan in plans for key in plan.keys})
     entity_columns = [_quote(_ROW), *(_quote(key) for key in keys)]
-    entity_columns.append(
-        f"{_utc(entity_timestamp, entity_type, False)} AS {_quote(f'{_PREFIX}t')}"
-    )
-    if any(plan.nanoseconds for plan in plans):
-        entity_columns.append(
-            f"{_utc(entity_timestamp, entity_type, True)} AS {_quote(f'{_PREFIX}t_ns')}"
-        )
+    # One entity column per distinct form of its timestamp the sources compare with.
+    aliases: dict[str, str] = {}
+    for plan in plans:
+        if plan.entity_ts not in aliases:
+            aliases[plan.entity_ts] = _quote(f"{_PREFIX}t{len(aliases)}")
+            entity_columns.append(f"{plan.entity_ts} AS {aliases[plan.entity_ts]}")
     ctes = [f"{_PREFIX}e AS (SELECT {', '.join(entity_columns)} FROM {_PREFIX}entity)"]
     ctes += [plan.cte for plan in plans]
 
@@ -533,24 +861,33 @@ def _join_sql(
     joins = []
     for plan, names in zip(plans, output_names, strict=True):
         s = plan.alias
-        entity_ts = f"e.{_quote(f'{_PREFIX}t_ns' if plan.nanoseconds else f'{_PREFIX}t')}"
-        # The probe struct is at least every source struct with the same timestamp, so the
-        # ASOF match is the greatest (timestamp, created, file, row) not after the entity time.
-        probe = [f"'t': {entity_ts}"]
-        if plan.with_created:
-            probe.append("'c': 'infinity'::TIMESTAMP")
-        if isinstance(plan.source.data, str | Path):
-            probe.append(f"'f': CAST({_INT64_MAX} AS BIGINT)")
-        probe.append(f"'r': CAST({_INT64_MAX} AS BIGINT)")
-        # A NULL field inside a struct compares as the greatest value, which would match the
-        # latest row; a NULL entity time must match nothing, so the whole struct is NULL.
-        condition = [
-            f"(CASE WHEN {entity_ts} IS NULL THEN NULL ELSE {{{', '.join(probe)}}} END) "
-            f">= {s}.{_quote(f'{_PREFIX}o')}"
-        ]
+        entity_ts = f"e.{aliases[plan.entity_ts]}"
+        source_ts = f"{s}.{_quote(f'{_PREFIX}t')}"
+        if plan.tie_break:
+            # The probe struct is at least every source struct with the same timestamp, so the
+            # ASOF match is the greatest (timestamp, created, file, row) not after the entity
+            # time.
+            probe = [f"'t': {entity_ts}"]
+            if plan.source.created_timestamp is not None:
+                probe.append("'c': 'infinity'::TIMESTAMP")
+            if isinstance(plan.source.data, str | Path):
+                probe.append(f"'f': CAST({_INT64_MAX} AS BIGINT)")
+            probe.append(f"'r': CAST({_INT64_MAX} AS BIGINT)")
+            # A NULL field inside a struct compares as the greatest value, which would match
+            # the latest row; a NULL entity time must match nothing, so the whole struct is
+            # NULL.
+            inequality = (
+                f"(CASE WHEN {entity_ts} IS NULL THEN NULL ELSE {{{', '.join(probe)}}} END) "
+                f">= {s}.{_quote(f'{_PREFIX}o')}"
+            )
+        else:
+            # No two rows share keys and timestamp, so the timestamp alone picks one row; a
+            # NULL entity time matches nothing.
+            inequality = f"{entity_ts} >= {source_ts}"
         condition = [
             f"e.{_quote(key)} = {s}.{_quote(f'{_PREFIX}k{i}')}" for i, key in enumerate(plan.keys)
-        ] + condition
+        ]
+        condition.append(inequality)
         joins.append(f"ASOF LEFT JOIN {s} ON {' AND '.join(condition)}")
 
         ttl = plan.source.ttl_seconds
@@ -558,11 +895,9 @@ def _join_sql(
         if ttl is not None:
             # The ASOF match is the latest eligible row, so if it is too old every other row is
             # too; the TTL can therefore be applied after the join, on the match alone.
-            unit, scale = ("ns", 1e9) if plan.nanoseconds else ("us", 1e6)
-            limit = round(ttl * scale)
-            fresh = (
-                f"epoch_{unit}({entity_ts}) - epoch_{unit}({s}.{_quote(f'{_PREFIX}t')}) <= {limit}"
-            )
+            unit = plan.unit
+            limit = round(ttl * (1e9 if unit == "ns" else 1e6))
+            fresh = f"epoch_{unit}({entity_ts}) - epoch_{unit}({source_ts}) <= {limit}"
         for i, name in enumerate(names):
             value = f"{s}.{_quote(f'{_PREFIX}f{i}')}"
             if fresh is not None:
@@ -571,8 +906,7 @@ def _join_sql(
 
     return (
         f"WITH {', '.join(ctes)} "
-        f"SELECT {', '.join(selected)} FROM {_PREFIX}e AS e {' '.join(joins)} "
-        f"ORDER BY e.{_quote(_ROW)}"
+        f"SELECT {', '.join(selected)} FROM {_PREFIX}e AS e {' '.join(joins)}"
     )
 
 
@@ -590,11 +924,57 @@ def describe_source(data: TableLike) -> dict[str, str]:
                 return _describe(con, relation)
             except duckdb.Error as exc:
                 raise InvalidInput(f"cannot read Parquet {str(data)!r}: {exc}") from exc
-        table = _from_pandas(data, "source") if isinstance(data, pd.DataFrame) else data
+        table = _from_pandas(data, "source") if is_dataframe(data) else data
         con.register(f"{_PREFIX}describe", table)
         return _describe(con, f"{_PREFIX}describe")
     finally:
         con.close()
+
+
+def source_has_ties(source: FeatureSource, tie_checks: TieChecks | None = None) -> bool | None:
+    """Whether a Parquet source has several rows with the same join keys and event time.
+
+    :func:`get_historical_features` asks this of every Parquet source: one without ties is
+    joined on its event time alone, which is cheaper than the full tie-break order and gives
+    the same rows. The answer is remembered per content of the files (path, inode, size,
+    modification and change times of each), so a source that changes is checked again, never
+    answered from a stale entry. Calling this ahead of a join (as
+    ``FeatureStore.apply`` does) takes the check out of the join's time.
+
+    The check compares the event time as stored; a join that compares at a coarser precision
+    (a nanosecond source with microsecond entity rows) checks that form on its first use.
+
+    Args:
+        source: The feature source.
+        tie_checks: Where answers are remembered; by default in this process.
+
+    Returns:
+        True or False; None for an Arrow table, a DataFrame or files that are not local, which
+        are never checked (their joins always use the full tie-break order).
+
+    Raises:
+        InvalidInput: The Parquet path cannot be read, or a join key or the timestamp column
+            is missing or the timestamp is not a timestamp.
+    """
+    if not isinstance(source.data, str | Path):
+        return None
+    # A check ahead of the joins runs in a database of its own: the memory of its
+    # aggregate is given back rather than kept by the shared database.
+    con = _connect(None, None, shared=False)
+    try:
+        relation = _source_relation(con, 0, source)
+        types = _describe(con, relation)
+        what = f"feature source {source.name!r}"
+        for key in source.join_keys:
+            if key not in types:
+                raise InvalidInput(f"{what}: join key column {key!r} is missing")
+        _check_timestamp(what, source.timestamp, types)
+        checks = tie_checks if tie_checks is not None else _PROCESS_TIES
+        timestamp = _quote(source.timestamp)
+        has_ties, fingerprint = _cached_ties(con, source, relation, timestamp, checks)
+    finally:
+        con.close()
+    return has_ties if fingerprint is not None else None
 
 
 def latest_rows(
@@ -626,9 +1006,10 @@ def latest_rows(
     Raises:
         InvalidInput: a column is missing or of the wrong type, or a Parquet path cannot be read.
     """
-    con = _connect(memory_limit, temp_directory)
+    # A database of its own: what a materialization does next (writing to the online store)
+    # should not find the memory of this aggregate still held by a shared database.
+    con = _connect(memory_limit, temp_directory, shared=False)
     try:
-        con.execute("SET preserve_insertion_order = false")
         relation = _source_relation(con, 0, source)
         types = _describe(con, relation)
         what = f"feature source {source.name!r}"
@@ -641,6 +1022,8 @@ def latest_rows(
         timestamp = _utc(source.timestamp, types[source.timestamp], False)
         order = _order_struct(source, relation, types, timestamp)
         where = [f"{_quote(source.timestamp)} IS NOT NULL"]
+        import pandas as pd
+
         for bound, op in ((start, ">="), (end, "<=")):
             if bound is not None:
                 moment = pd.Timestamp(bound)

@@ -1,11 +1,15 @@
-"""Shared fixtures: fresh workspaces, and the real PostgreSQL service when it is there."""
+"""Shared fixtures: fresh workspaces, the real PostgreSQL service when it is there, a local
+Ray; and a helper that waits for a condition."""
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -58,3 +62,35 @@ def postgres_url() -> Iterator[str]:
             yield f"{PG_BASE}{sep}options=-csearch_path%3D{schema}"
         finally:
             conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@pytest.fixture(scope="session")
+def ray_local() -> Iterator[Any]:
+    """A local Ray with 2 CPUs, started once for the session (or the one already running)."""
+    try:
+        import ray
+    except ImportError:
+        _unavailable("Ray", "pip install 'wellml[ray]'")
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
+    try:
+        yield ray
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def wait_until(check: Callable[[], Any], timeout: float = 30, what: str = "") -> Any:
+    """Poll ``check`` every 0.2 s until it returns something true, and return that.
+
+    Raises:
+        AssertionError: it did not within ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")

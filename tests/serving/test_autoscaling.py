@@ -7,7 +7,6 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -16,6 +15,7 @@ import pandas as pd
 import pytest
 from sklearn.neighbors import KNeighborsClassifier
 
+from tests.conftest import wait_until
 from wellml.serving import AutoScaling, ProductionVariant
 from wellml.workspace import Workspace
 
@@ -80,16 +80,6 @@ class Burst:
             t.join(60)
 
 
-def _until(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_a_burst_scales_out_to_the_maximum_and_idling_scales_back_in(
     slow_model: Workspace,
 ) -> None:
@@ -124,12 +114,12 @@ def test_a_burst_scales_out_to_the_maximum_and_idling_scales_back_in(
         return [e for e in ws.endpoints.events("auto") if e["kind"] == kind]
 
     with ws.endpoints.start(name="auto") as running:
-        assert len(_until(lambda: replicas("a"), 30, "the runtime record")) == 1
+        assert len(wait_until(lambda: replicas("a"), 30, "the runtime record")) == 1
         # Four clients keep about four requests in flight against a target of one per
         # replica: the autoscaler wants four replicas and is held to the maximum of two.
         with Burst(running.url, "a", clients=4) as burst:
-            _until(lambda: events("scale-out"), 60, "a scale-out")
-            _until(
+            wait_until(lambda: events("scale-out"), 60, "a scale-out")
+            wait_until(
                 lambda: len(r := replicas("a")) == 2 and all(x["ready"] for x in r),
                 60,
                 "the second replica to be ready",
@@ -140,8 +130,8 @@ def test_a_burst_scales_out_to_the_maximum_and_idling_scales_back_in(
         assert all(n > 0 for n in served), served  # the new replica took traffic too
 
         # Idle: once the 30 s window's mean falls under the target, one replica goes.
-        _until(lambda: events("scale-in"), 60, "a scale-in")
-        _until(lambda: len(replicas("a")) == 1, 30, "variant a back to one replica")
+        wait_until(lambda: events("scale-in"), 60, "a scale-in")
+        wait_until(lambda: len(replicas("a")) == 1, 30, "variant a back to one replica")
         time.sleep(3.5)  # past another scale-in cooldown: nothing goes below the minimum
         assert len(replicas("a")) == 1
         after = httpx.post(

@@ -9,8 +9,6 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
-from typing import Any
 
 import httpx
 import numpy as np
@@ -20,6 +18,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
+from tests.conftest import wait_until
 from wellml.errors import Conflict
 from wellml.serving import (
     DeploymentPolicy,
@@ -99,16 +98,6 @@ class SteadyLoad:
         return sum(n for s, n in self.statuses.items() if s != 200)
 
 
-def _until(check: Callable[[], Any], timeout: float = 30, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_weighted_variants_survive_a_killed_replica_and_shadows_report(
     models: Workspace,
 ) -> None:
@@ -134,18 +123,18 @@ def test_weighted_variants_survive_a_killed_replica_and_shadows_report(
             reference = client.post(
                 "/invocations", json=ROWS, headers={"x-wellml-target-variant": "a"}
             ).json()["predictions"]
-        runtime = _until(
+        runtime = wait_until(
             lambda: (ws.endpoints.get("ab").runtime or {}).get("variants"), what="runtime"
         )
         victim = runtime["a"]["replicas"][0]["pid"]
         with SteadyLoad(running.url, threads=2) as load:
             time.sleep(0.5)
             os.kill(victim, signal.SIGKILL)
-            _until(
+            wait_until(
                 lambda: [e for e in ws.endpoints.events("ab") if e["kind"] == "replica-restart"],
                 what="a restart",
             )
-            _until(
+            wait_until(
                 lambda: all(
                     r["ready"]
                     for r in (ws.endpoints.get("ab").runtime or {})["variants"]["a"]["replicas"]
@@ -166,8 +155,8 @@ def test_weighted_variants_survive_a_killed_replica_and_shadows_report(
             # A request that meets a connection the killed process left behind takes that
             # replica out until the next probe brings it back: the gauge settles at 2.
             ready = 'wellml_endpoint_replicas{endpoint="ab",state="ready",variant="a"} 2.0'
-            _until(lambda: ready in client.get("/metrics").text, what="two ready replicas")
-        compared = _until(
+            wait_until(lambda: ready in client.get("/metrics").text, what="two ready replicas")
+        compared = wait_until(
             lambda: ws.endpoints.compare("ab")["shadows"].get("s", {}).get("compared_rows"),
             what="shadow figures",
         )

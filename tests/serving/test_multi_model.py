@@ -22,6 +22,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from tests.conftest import wait_until
 from wellml.cli.app import main
 from wellml.cli.context import state
 from wellml.cli.output import console
@@ -95,16 +96,6 @@ def replica(zoo: Workspace) -> Iterator[tuple[Workspace, TestClient]]:
 def call(client: TestClient, target: str | None, rows: list[dict[str, Any]]) -> httpx.Response:
     headers = {"x-amzn-sagemaker-target-model": target} if target is not None else {}
     return client.post("/invocations", json=rows, headers=headers)
-
-
-def _until(check: Callable[[], Any], timeout: float = 20, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 # -- the configuration ---------------------------------------------------------------------------
@@ -247,7 +238,7 @@ def test_models_load_on_first_use_and_evict_least_recently_used(
         ]
         return found if len(found) == 6 else []
 
-    assert sorted(_until(events, what="load and eviction events")) == sorted(
+    assert sorted(wait_until(events, what="load and eviction events")) == sorted(
         [
             ("model-load", "a@1"),
             ("model-load", "a@2"),
@@ -279,7 +270,7 @@ def test_simultaneous_first_requests_share_one_load(
     assert sum("x-wellml-model-loaded" in r.headers for r in answers) == 1
     expected = ws.registry.load("b@1").predict(pd.DataFrame(ROWS_B)).tolist()
     assert all(r.json()["predictions"] == expected for r in answers)
-    loads = _until(
+    loads = wait_until(
         lambda: [e for e in ws.endpoints.events("mm") if e["kind"] == "model-load"],
         what="the load event",
     )
@@ -604,7 +595,7 @@ def test_a_running_multi_model_endpoint_routes_counts_and_reports(zoo: Workspace
             replicas = runtime.get("variants", {}).get("primary", {}).get("replicas", [])
             return replicas and replicas[0].get("models_loaded") == 2
 
-        _until(loaded, what="the runtime record to show two loaded models")
+        wait_until(loaded, what="the runtime record to show two loaded models")
         # A new multi-model variant is smoke-tested on its first version, then takes over.
         dep = ws.endpoints.update(
             "mm",

@@ -3,7 +3,6 @@ as the local supervisor, with one Serve deployment per production variant."""
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import subprocess
@@ -36,30 +35,23 @@ class RayServe:
 
 
 @pytest.fixture(scope="module")
-def ray_serve() -> Iterator[RayServe]:
-    """A local Ray with 2 CPUs and Serve on a free port, started once for the module and shut
+def ray_serve(ray_local: Any) -> Iterator[RayServe]:
+    """Serve on a free port of the session's local Ray, started once for the module and shut
     down after."""
     try:
-        import ray
         from ray import serve
     except ImportError as exc:
         message = f"Ray Serve is not importable ({exc}; pip install 'wellml[ray]')"
         if os.environ.get("WELLML_REQUIRE_SERVICES") == "1":
             pytest.fail(message + " and WELLML_REQUIRE_SERVICES=1", pytrace=False)
         pytest.skip(message)
-    # Another test module's Ray may still run (fixtures of session scope): share it then.
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
     port = free_port()
     try:
         # Serve keeps one HTTP proxy for the cluster, on the port it is first started with.
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        yield RayServe(ray, serve, port)
+        yield RayServe(ray_local, serve, port)
     finally:
         serve.shutdown()
-        if started:
-            ray.shutdown()
 
 
 @pytest.fixture

@@ -114,7 +114,7 @@ def test_time_limit_refuses_no_time_and_ignores_none() -> None:
 
 @pytest.mark.ray
 def test_a_ray_trial_running_at_the_deadline_is_stopped(
-    workspace: Workspace, ray_cpus: Any
+    workspace: Workspace, ray_local: Any
 ) -> None:
     started = time.monotonic()
     result = workspace.tuning.tune(

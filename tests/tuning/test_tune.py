@@ -230,7 +230,7 @@ def test_bad_input_is_refused_before_anything_runs(workspace: Workspace) -> None
 
 @pytest.mark.ray
 def test_trials_run_in_parallel_on_ray_and_report_to_one_study(
-    workspace: Workspace, ray_cpus: Any
+    workspace: Workspace, ray_local: Any
 ) -> None:
     started = time.monotonic()
     result = workspace.tuning.tune(
@@ -248,7 +248,7 @@ def test_trials_run_in_parallel_on_ray_and_report_to_one_study(
 
 
 @pytest.mark.ray
-def test_an_estimator_tunes_on_ray_like_it_does_here(workspace: Workspace, ray_cpus: Any) -> None:
+def test_an_estimator_tunes_on_ray_like_it_does_here(workspace: Workspace, ray_local: Any) -> None:
     X, y = _data()
     space = {"C": (1e-3, 10.0, "log")}
     local = workspace.tuning.tune(LogisticRegression(), space, X=X, y=y, n_trials=4, seed=0,

@@ -42,8 +42,8 @@ from wellml.governance.ratelimit import RateLimiter
 from wellml.serving.app import dumps
 from wellml.serving.config import AutoScaling, EndpointConfig, ProductionVariant, RateLimit
 from wellml.serving.router import (
-    _FORWARD_REQUEST,
-    _FORWARD_RESPONSE,
+    FORWARD_REQUEST_HEADERS,
+    FORWARD_RESPONSE_HEADERS,
     TARGET_VARIANT_HEADERS,
     Authenticator,
     RoutingTable,
@@ -267,7 +267,7 @@ class EndpointRouter:
         return route.name
 
     async def _forward(self, variant: str, request: Request, path: str, body: bytes) -> Response:
-        forward = {h.decode() for h in _FORWARD_REQUEST}
+        forward = {h.decode() for h in FORWARD_REQUEST_HEADERS}
         headers = [(k, v) for k, v in request.headers.items() if k in forward]
         try:
             status, out_headers, content = await self._handles[variant].invoke.remote(
@@ -276,7 +276,7 @@ class EndpointRouter:
         except Exception as exc:
             log.warning("variant %s of %s failed to answer: %s", variant, self._endpoint, exc)
             return _error(503, f"variant {variant!r} failed to answer: {type(exc).__name__}")
-        keep = {h.decode() for h in _FORWARD_RESPONSE}
+        keep = {h.decode() for h in FORWARD_RESPONSE_HEADERS}
         kept = {k: v for k, v in out_headers if k in keep and k != "content-type"}
         kept["x-amzn-invoked-production-variant"] = variant
         kept["x-wellml-variant"] = variant

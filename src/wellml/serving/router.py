@@ -30,7 +30,7 @@ access_log = logging.getLogger("wellml.access")
 log = logging.getLogger("wellml.serving")
 
 TARGET_VARIANT_HEADERS = (b"x-amzn-sagemaker-target-variant", b"x-wellml-target-variant")
-_FORWARD_REQUEST = (
+FORWARD_REQUEST_HEADERS = (
     b"content-type",
     b"accept",
     b"x-wellml-inference-id",
@@ -41,7 +41,7 @@ _FORWARD_REQUEST = (
     b"x-amzn-sagemaker-enable-explanations",
     b"x-wellml-enable-explanations",
 )
-_FORWARD_RESPONSE = (
+FORWARD_RESPONSE_HEADERS = (
     b"content-type",
     b"x-wellml-model-version",
     b"x-wellml-model-loaded",
@@ -326,7 +326,7 @@ class Router:
                     self.metrics.model_requests.labels(
                         self.endpoint, route.name, version.decode("latin-1"), str(status)
                     ).inc()
-            out_headers = [(k, v) for k, v in response.headers if k in _FORWARD_RESPONSE] + [
+            out_headers = [(k, v) for k, v in response.headers if k in FORWARD_RESPONSE_HEADERS] + [
                 (b"x-amzn-invoked-production-variant", route.name.encode()),
                 (b"x-wellml-variant", route.name.encode()),
             ]
@@ -445,7 +445,7 @@ class Router:
         body: bytes,
         inference_id: bytes,
     ) -> UpstreamResponse:
-        fwd = [(k, headers[k]) for k in _FORWARD_REQUEST if k in headers]
+        fwd = [(k, headers[k]) for k in FORWARD_REQUEST_HEADERS if k in headers]
         fwd.append((b"x-wellml-inference-id", inference_id))
         fwd.append((INTERNAL_HEADER.encode(), self._secret))
         path = scope["path"]

@@ -168,3 +168,18 @@ def test_signature_validation_coerces_and_explains() -> None:
         validate_frame(pd.DataFrame({"n": [1.0], "i": [1.5], "s": ["a"], "b": [True]}), sig)
     with pytest.raises(SchemaMismatch, match="never had one"):
         validate_frame(pd.DataFrame({"n": [None], "i": [1], "s": ["a"], "b": [True]}), sig)
+
+
+def test_only_the_most_recently_used_models_stay_loaded(workspace, training) -> None:  # type: ignore[no-untyped-def]
+    from wellml.registry.service import LOADED_MODELS
+
+    X, y = training
+    for _ in range(LOADED_MODELS + 1):
+        _register(workspace, X, y)
+    first = workspace.registry.load("clf@1")
+    assert workspace.registry.load("clf@1") is first  # kept while recently used
+    for v in range(2, LOADED_MODELS + 2):
+        workspace.registry.load(f"clf@{v}")
+    again = workspace.registry.load("clf@1")  # dropped as the least recently used, read again
+    assert again is not first
+    assert again.predict(X).tolist() == first.predict(X).tolist()

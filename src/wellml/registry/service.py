@@ -22,6 +22,8 @@ from wellml.store.metadata import MetadataStore, new_id, now
 STATUSES = ("pending", "approved", "rejected")
 PACKAGE_FORMAT = "wellml-model/1"
 MODEL_FILE = "model.skops"
+# How many fitted models one registry keeps loaded, least recently used dropped first.
+LOADED_MODELS = 8
 CARD_FIELDS = (
     "intended_use",
     "training_data",
@@ -339,11 +341,17 @@ class Registry:
             NotFound, IntegrityError, PermissionDenied: as the package is read.
         """
         mv = ref if isinstance(ref, ModelVersion) else self.get(ref)
-        if mv.id not in self._loaded:
+        model = self._loaded.pop(mv.id, None)
+        if model is None:
             manifest = self.package(mv)
             data = self._artifacts.get_bytes(manifest["files"][MODEL_FILE])
-            self._loaded[mv.id] = load_model(data)
-        return self._loaded[mv.id]
+            model = load_model(data)
+        # The most recently used versions stay loaded; a long-lived process that loads many
+        # versions (a scheduler, a monitor loop) does not keep them all.
+        self._loaded[mv.id] = model
+        while len(self._loaded) > LOADED_MODELS:
+            self._loaded.pop(next(iter(self._loaded)))
+        return model
 
     # -- approval and aliases --------------------------------------------------------------
 

@@ -134,6 +134,7 @@ def test_clarify_retraining_and_the_four_monitors_ran(demo: tuple[Path, dict[str
         "bias_drift",
         "feature_attribution_drift",
     }
+    assert result["rollback_drill"] == ["completed", "completed"]
     review = result["human_review"]
     assert review["queued"] > 0 and 0 < review["labelled"] <= 25
     items = wellml(

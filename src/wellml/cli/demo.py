@@ -11,7 +11,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 
 from wellml.cli.output import Format, console, emit_json, show_table
 
-STEPS = 16
+STEPS = 17
 
 
 def demo(
@@ -59,6 +59,7 @@ def demo(
                 "retraining": result.retraining,
                 "monitors": result.monitors,
                 "human_review": result.human_review,
+                "rollback_drill": result.rollback_drill,
                 "review": result.review_counts,
                 "outputs": result.outputs,
                 "seconds": elapsed,

@@ -151,6 +151,7 @@ class DemoResult:
     retraining: dict[str, Any] = field(default_factory=dict)
     monitors: dict[str, Any] = field(default_factory=dict)
     human_review: dict[str, Any] = field(default_factory=dict)
+    rollback_drill: list[str] = field(default_factory=list)
     outputs: dict[str, str] = field(default_factory=dict)
 
 
@@ -474,6 +475,10 @@ def _run(
         say("join ground truth; run data-quality, model-quality, bias and attribution monitors")
         result.monitors = _other_monitors(ws, [t for t in truth if _key(t) not in reviewed])
 
+        say("rollback drill: back to the previous version and forward again")
+        drill = ws.endpoints.rollback(ENDPOINT, drill=True)
+        result.rollback_drill = [d["outcome"] for d in drill]
+
         say("review the workload against the ML Lens")
         review = ws.lens.review()
     finally:
@@ -500,6 +505,9 @@ def _run(
         f"{result.retraining.get('second_counts')} (wellml pipelines list)",
         "monitors": ", ".join(f"{k} {v['status']}" for k, v in result.monitors.items())
         + " (wellml monitor list)",
+        "rollback drill": f"{ENDPOINT} went back a version and forward again: "
+        + ", ".join(result.rollback_drill)
+        + f" (wellml endpoints history {ENDPOINT})",
         "human review": f"{result.human_review['queued']} unsure predictions queued, "
         f"{result.human_review['labelled']} labelled by a reviewer "
         f"(wellml monitor review list {ENDPOINT})",

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from wellml.errors import InvalidInput
-from wellml.store.offline import FeatureSource, get_historical_features
+from wellml.store.offline import FeatureSource, get_historical_features, source_has_ties
 
 
 def ts(*values: str | None, tz: str | None = None) -> pd.Series:
@@ -162,6 +162,59 @@ def test_parquet_tie_goes_to_last_row_of_last_file_in_path_order(tmp_path: Path)
     rows = entity([1], ts("2024-01-02"))
     src = FeatureSource("s", str(tmp_path / "*.parquet"), ("driver_id",), "ts", ("rate",))
     assert column(get_historical_features(rows, [src]), "rate") == [0.2]
+
+
+@pytest.mark.parametrize("with_ties", [False, True])
+def test_rows_of_a_parquet_glob_are_told_apart_by_file(tmp_path: Path, with_ties: bool) -> None:
+    # The features of a matched row are read by (file, row number) after the match; row 0 of
+    # a.parquet and row 0 of b.parquet must not be confused. A third file with a tie (another
+    # driver) makes the join use the full tie-break order instead of the event time alone.
+    def write(name: str, ids: list[int], times: pd.Series, rates: list[float]) -> None:
+        frame = pd.DataFrame({"driver_id": ids, "ts": times, "rate": rates})
+        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp_path / name)
+
+    write("a.parquet", [1, 1], ts("2024-01-01", "2024-01-03"), [0.1, 0.3])
+    write("b.parquet", [2, 2], ts("2024-01-02", "2024-01-04"), [0.2, 0.4])
+    if with_ties:
+        write("c.parquet", [9, 9], ts("2024-01-01", "2024-01-01"), [9.1, 9.2])
+    src = FeatureSource("s", str(tmp_path / "*.parquet"), ("driver_id",), "ts", ("rate",))
+    assert source_has_ties(src) is with_ties
+    rows = entity(
+        [1, 2, 1, 2, 3, 1, 9],
+        ts(
+            "2024-01-02",
+            "2024-01-03",
+            "2024-01-05",
+            "2024-01-05",
+            "2024-01-05",
+            "2024-01-02",
+            "2024-01-02",
+        ),
+    )
+    out = get_historical_features(rows, [src])
+    nine = 9.2 if with_ties else None
+    assert column(out, "rate") == [0.1, 0.2, 0.3, 0.4, None, 0.1, nine]
+
+
+def test_ttl_and_two_parquet_sources_read_each_matched_row(tmp_path: Path) -> None:
+    stats = pd.DataFrame(
+        {"driver_id": [1, 2], "ts": ts("2024-01-01T00:00", "2024-01-01T09:00"), "rate": [1.0, 2.0]}
+    )
+    trips = pd.DataFrame(
+        {"driver_id": [2, 1], "ts": ts("2024-01-01T00:00", "2024-01-01T09:00"), "n": [20, 10]}
+    )
+    for name, frame in (("stats", stats), ("trips", trips)):
+        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp_path / f"{name}.pq")
+    sources = [
+        FeatureSource("st", str(tmp_path / "stats.pq"), ("driver_id",), "ts", ("rate",), 3600),
+        FeatureSource("tr", str(tmp_path / "trips.pq"), ("driver_id",), "ts", ("n",)),
+    ]
+    rows = entity([1, 2, 1], ts("2024-01-01T00:30", "2024-01-01T09:30", "2024-01-01T09:30"))
+    out = get_historical_features(rows, sources)
+    # The third row's stats match is 9.5 hours old, beyond the one-hour TTL.
+    assert column(out, "rate") == [1.0, 2.0, None]
+    assert column(out, "n") == [None, 20, 10]
+    assert out.column_names == ["driver_id", "event_timestamp", "rate", "n"]
 
 
 # --- TTL --------------------------------------------------------------------------------------

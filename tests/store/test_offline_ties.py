@@ -71,13 +71,13 @@ def checks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 def plans(monkeypatch: pytest.MonkeyPatch) -> list[list[bool]]:
     """For every join query built: whether each source used the full tie-break order."""
     built: list[list[bool]] = []
-    real = offline._join_sql
+    real = offline._match_sql
 
     def recording(source_plans: Any, *args: Any) -> str:
         built.append([plan.tie_break for plan in source_plans])
         return real(source_plans, *args)
 
-    monkeypatch.setattr(offline, "_join_sql", recording)
+    monkeypatch.setattr(offline, "_match_sql", recording)
     return built
 
 
@@ -211,6 +211,29 @@ def test_source_changed_during_join_is_joined_again_with_full_order(
     rows = pa.table({"driver_id": [1], "event_timestamp": utc("2024-01-03")})
     assert rates(get_historical_features(rows, [src])) == [2.0]
     assert plans == [[False], [True]]
+
+
+def test_source_with_ties_changed_during_join_is_joined_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, plans: list[list[bool]]
+) -> None:
+    # The match and the lookup of the features read the file separately, so a change between
+    # them is caught for a source with ties too, and the join runs again.
+    times = utc("2024-01-01", "2024-01-01")
+    path = write(tmp_path / "s.parquet", source_table([1, 1], times, [1, 2]))
+    src = FeatureSource("s", path, ("driver_id",), "ts", ("rate",))
+    assert source_has_ties(src) is True
+    real = offline._fingerprint
+    calls = {"n": 0}
+
+    def moving(con: Any, data: str) -> str | None:
+        calls["n"] += 1
+        found = real(con, data)
+        return found if calls["n"] == 1 else f"changed-{found}"
+
+    monkeypatch.setattr(offline, "_fingerprint", moving)
+    rows = pa.table({"driver_id": [1], "event_timestamp": utc("2024-01-02")})
+    assert rates(get_historical_features(rows, [src])) == [2.0]
+    assert plans == [[True], [True]]
 
 
 def test_changed_file_is_not_cached_when_it_moves_during_the_check(

@@ -7,6 +7,7 @@ instead of failing with "database is locked". PostgreSQL is used as it is, by UR
 
 from __future__ import annotations
 
+import ast
 import functools
 import threading
 import time
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import StaticPool
 
@@ -171,9 +172,57 @@ def current_revision(conn: Connection) -> str | None:
     return MigrationContext.configure(conn).get_current_revision()
 
 
+@functools.cache
+def _shipped_head() -> str | None:
+    """The head revision read from the migration files without importing Alembic, or None
+    when they are not the simple chain it expects (Alembic then decides).
+
+    Alembic costs a process some 10 MiB of imports; a store that is already up to date, as
+    every open but the first is, should not pay them.
+    """
+    revisions: dict[str, str | None] = {}
+    for path in sorted((MIGRATIONS_DIR / "versions").glob("*.py")):
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+        except (OSError, SyntaxError, ValueError):
+            return None
+        found: dict[str, object] = {}
+        for node in tree.body:
+            if (
+                isinstance(node, ast.Assign)
+                and len(node.targets) == 1
+                and isinstance(node.targets[0], ast.Name)
+                and node.targets[0].id in ("revision", "down_revision")
+            ):
+                # Anything but a literal (a merge's tuple, a computed name) is left to Alembic.
+                value = node.value
+                found[node.targets[0].id] = value.value if isinstance(value, ast.Constant) else ...
+        revision, down = found.get("revision"), found.get("down_revision", ...)
+        if not isinstance(revision, str) or not (down is None or isinstance(down, str)):
+            return None
+        revisions[revision] = down
+    heads = set(revisions) - set(revisions.values())
+    return heads.pop() if len(heads) == 1 else None
+
+
+def _stored_revision(conn: Connection) -> str | None:
+    """The revision recorded in Alembic's version table, read without Alembic; None when the
+    table is missing or does not hold exactly one revision."""
+    if not inspect(conn).has_table("alembic_version"):
+        return None
+    rows = conn.execute(text("SELECT version_num FROM alembic_version")).fetchall()
+    return str(rows[0][0]) if len(rows) == 1 else None
+
+
 def upgrade(engine: Engine) -> None:
-    """Apply every pending migration; safe when several processes open one store at once."""
+    """Apply every pending migration; safe when several processes open one store at once.
+
+    Alembic is imported only when the database is not already at the shipped head.
+    """
+    shipped = _shipped_head()
     with engine.connect() as conn, conn.begin():
+        if shipped is not None and _stored_revision(conn) == shipped:
+            return
         if current_revision(conn) == head_revision():
             return
     from alembic import command

@@ -30,10 +30,15 @@ The promises, pinned by ``tests/features/test_offline.py``:
   entity timestamp is taken to UTC for a naive source, a naive one read as UTC for an aware
   source); a source stored in seconds, milliseconds or nanoseconds is converted row by row.
 
-The join runs in one DuckDB query: one ``ASOF LEFT JOIN`` per source, chained off the entity
-rows, put back in entity-row order afterwards by the rows' numbers. Arrow tables and DataFrames
-are scanned in place through ``con.register``; Parquet paths and globs are read with
-``read_parquet``, so only the needed columns are read and, with ``memory_limit`` and
+The join runs in two steps. One DuckDB query matches: one ``ASOF LEFT JOIN`` per source,
+chained off the entity rows, keeping only the identity of each matched source row (file and row
+number for Parquet, the row number of an in-memory table). Then one query per source reads the
+features of the matched rows by that identity. The ASOF operator holds every source row it may
+match, sorted; without the feature columns that is a fraction of the memory, and each query's
+memory is free for the next. Every part is put back in entity-row order by the rows' numbers.
+Arrow tables and DataFrames are scanned in place through ``con.register``; Parquet paths and
+globs are read with ``read_parquet``, so only the needed columns are read (each once: the keys
+and timestamp by the match, the features by the lookup) and, with ``memory_limit`` and
 ``temp_directory``, DuckDB spills to disk on data larger than memory. The result (entity rows
 plus features) is an in-memory Arrow table, so it must fit in memory.
 
@@ -343,27 +348,42 @@ def get_historical_features(
         output_names = _output_names(sources, entity_table.column_names, full_feature_names)
         checks = tie_checks if tie_checks is not None else _PROCESS_TIES
 
-        def join(tie_break: bool) -> tuple[pa.Table, list[_SourcePlan]]:
+        def join(tie_break: bool) -> tuple[list[pa.Table], list[_SourcePlan]]:
             plans = [
                 _plan_source(con, index, source, entity_types, entity_timestamp, checks, tie_break)
                 for index, source in enumerate(sources)
             ]
-            sql = _join_sql(plans, entity_types, output_names)
-            return con.sql(sql).to_arrow_table(), plans
+            # Two steps, each query's memory given back to the database before the next: the
+            # ASOF match carries only the matched rows' identities, then each source's
+            # features are read for those rows alone.
+            matches = con.sql(_match_sql(plans, entity_types)).to_arrow_table()
+            con.register(f"{_PREFIX}m", matches)
+            try:
+                parts = [
+                    con.sql(_lookup_sql(index, plan, names)).to_arrow_table()
+                    for index, (plan, names) in enumerate(zip(plans, output_names, strict=True))
+                ]
+            finally:
+                con.unregister(f"{_PREFIX}m")
+            return parts, plans
 
-        joined, plans = join(tie_break=False)
+        parts, plans = join(tie_break=False)
         if any(_changed(con, plan) for plan in plans):
             # A file changed after its tie check, so the check may not hold for what the join
-            # read; the full tie-break order is right whatever the content.
-            joined, plans = join(tie_break=True)
+            # read, and the match and the lookup may have read different contents; the full
+            # tie-break order is right whatever the content.
+            parts, plans = join(tie_break=True)
     finally:
         con.close()
 
-    joined = _in_entity_order(joined, entity_table.num_rows)
     # The entity columns are taken from the caller's table rather than from DuckDB, so that
     # their types (time zones, nanoseconds, dictionaries) come back exactly as given.
-    fields = list(entity_table.schema) + list(joined.schema)[1:]
-    columns = list(entity_table.columns) + list(joined.columns)[1:]
+    fields = list(entity_table.schema)
+    columns = list(entity_table.columns)
+    for part in parts:
+        part = _in_entity_order(part, entity_table.num_rows)
+        fields += list(part.schema)[1:]
+        columns += list(part.columns)[1:]
     return pa.Table.from_arrays(columns, schema=pa.schema(fields))
 
 
@@ -377,11 +397,16 @@ class _SourcePlan:
         tie_break: Whether the ASOF match orders rows by the full (event time, created time,
             file, row) struct; False when the source is known to have no ties.
         fingerprint: The content fingerprint the tie check was made for, if one was used.
+        cte: The rows the ASOF join matches: join keys, timestamp, order and row identity.
+        values: A query of the source's features by row identity, read after the match.
+        identity: SQL of the matched row's identity columns, on ``alias``.
     """
 
     source: FeatureSource
     alias: str
     cte: str
+    values: str
+    identity: tuple[str, ...]
     keys: tuple[str, ...]
     entity_ts: str
     unit: str
@@ -636,8 +661,9 @@ def _cached_ties(
 
 
 def _changed(con: duckdb.DuckDBPyConnection, plan: _SourcePlan) -> bool:
-    """Whether a source joined without the tie-break changed since its tie check."""
-    if plan.tie_break or plan.fingerprint is None:
+    """Whether a source with a fingerprint changed since its tie check (the match and the
+    lookup of its features may then have read different contents)."""
+    if plan.fingerprint is None:
         return False
     return _fingerprint(con, str(plan.source.data)) != plan.fingerprint
 
@@ -766,24 +792,44 @@ def _plan_source(
         f"{_quote(key)} AS {_quote(f'{_PREFIX}k{i}')}" for i, key in enumerate(source.join_keys)
     ]
     columns.append(f"{timestamp} AS {_quote(f'{_PREFIX}t')}")
+    # The ASOF join holds every source row it may match, sorted, so it carries only what the
+    # match needs and the row's identity; the features of the matched rows are looked up by
+    # that identity afterwards, in a query of its own, which keeps the source's feature
+    # columns out of the ASOF join's memory.
+    row_identity = _row_identity(relation)
+    identity_names = [_quote(f"{_PREFIX}i{i}") for i in range(len(row_identity))]
     if tie_break:
         # The ASOF inequality compares (timestamp, created, file, row) structs, so the latest
         # row wins and ties resolve in one pass, with no separate deduplication (which costs a
         # window over the whole source). Without ties the timestamp alone decides, cheaper.
+        # The struct ends with the row's identity, so it is not carried twice.
         order = _order_struct(source, relation, types, timestamp)
         columns.append(f"{{{', '.join(order)}}} AS {_quote(f'{_PREFIX}o')}")
-    columns += [
-        f"{_quote(feature)} AS {_quote(f'{_PREFIX}f{i}')}"
-        for i, feature in enumerate(source.features)
-    ]
+        fields = ("f", "r")[-len(row_identity) :]
+        identity = tuple(
+            f"struct_extract({alias}.{_quote(f'{_PREFIX}o')}, {_literal(field)})"
+            for field in fields
+        )
+    else:
+        columns += [
+            f"{sql} AS {name}" for sql, name in zip(row_identity, identity_names, strict=True)
+        ]
+        identity = tuple(f"{alias}.{name}" for name in identity_names)
     cte = (
         f"{alias} AS (SELECT {', '.join(columns)} FROM {relation} "
         f"WHERE {_quote(source.timestamp)} IS NOT NULL)"
     )
+    values = [f"{sql} AS {name}" for sql, name in zip(row_identity, identity_names, strict=True)]
+    values += [
+        f"{_quote(feature)} AS {_quote(f'{_PREFIX}f{i}')}"
+        for i, feature in enumerate(source.features)
+    ]
     return _SourcePlan(
         source=source,
         alias=alias,
         cte=cte,
+        values=f"SELECT {', '.join(values)} FROM {relation}",
+        identity=identity,
         keys=source.join_keys,
         entity_ts=entity_ts,
         unit=unit,
@@ -802,12 +848,18 @@ def _order_struct(
     if source.created_timestamp is not None:
         created = _utc(source.created_timestamp, types[source.created_timestamp], False)
         order.append(f"'c': coalesce({created}, '-infinity'::TIMESTAMP)")
-    if relation.startswith("read_parquet("):
-        order.append("'f': CAST(file_index AS BIGINT)")
-        order.append("'r': CAST(file_row_number AS BIGINT)")
-    else:
-        order.append(f"'r': {_quote(_ROW)}")
+    row_identity = _row_identity(relation)
+    fields = ("f", "r")[-len(row_identity) :]
+    order += [f"'{field}': {sql}" for field, sql in zip(fields, row_identity, strict=True)]
     return order
+
+
+def _row_identity(relation: str) -> list[str]:
+    """SQL of the columns that identify a source row and give the source's order: the file
+    and the row within it for Parquet, the row number added to an in-memory table."""
+    if relation.startswith("read_parquet("):
+        return ["CAST(file_index AS BIGINT)", "CAST(file_row_number AS BIGINT)"]
+    return [_quote(_ROW)]
 
 
 def _output_names(
@@ -837,14 +889,12 @@ def _output_names(
     return names
 
 
-def _join_sql(
-    plans: Sequence[_SourcePlan],
-    entity_types: dict[str, str],
-    output_names: Sequence[Sequence[str]],
-) -> str:
-    """One query: the entity rows, ASOF LEFT JOINed to each source in turn.
+def _match_sql(plans: Sequence[_SourcePlan], entity_types: dict[str, str]) -> str:
+    """The first query: the entity rows, ASOF LEFT JOINed to each source in turn.
 
-    The rows come back in no particular order, with the entity row number first.
+    Per entity row (its number first) and source, the identity of the matched source row
+    (``__wellml_m{source}_{i}``), NULL when there is none or, with a TTL, when the match is too
+    old. The rows come back in no particular order.
     """
     keys = sorted({key for plan in plans for key in plan.keys})
     entity_columns = [_quote(_ROW), *(_quote(key) for key in keys)]
@@ -859,7 +909,7 @@ def _join_sql(
 
     selected = [f"e.{_quote(_ROW)}"]
     joins = []
-    for plan, names in zip(plans, output_names, strict=True):
+    for index, plan in enumerate(plans):
         s = plan.alias
         entity_ts = f"e.{aliases[plan.entity_ts]}"
         source_ts = f"{s}.{_quote(f'{_PREFIX}t')}"
@@ -898,15 +948,31 @@ def _join_sql(
             unit = plan.unit
             limit = round(ttl * (1e9 if unit == "ns" else 1e6))
             fresh = f"epoch_{unit}({entity_ts}) - epoch_{unit}({source_ts}) <= {limit}"
-        for i, name in enumerate(names):
-            value = f"{s}.{_quote(f'{_PREFIX}f{i}')}"
-            if fresh is not None:
-                value = f"CASE WHEN {fresh} THEN {value} END"
-            selected.append(f"{value} AS {_quote(name)}")
+        for i, sql in enumerate(plan.identity):
+            value = sql if fresh is None else f"CASE WHEN {fresh} THEN {sql} END"
+            selected.append(f"{value} AS {_quote(f'{_PREFIX}m{index}_{i}')}")
 
     return (
         f"WITH {', '.join(ctes)} "
         f"SELECT {', '.join(selected)} FROM {_PREFIX}e AS e {' '.join(joins)}"
+    )
+
+
+def _lookup_sql(index: int, plan: _SourcePlan, names: Sequence[str]) -> str:
+    """The query that reads one source's features for the matched rows (the first query's
+    result, registered as ``__wellml_m``): the entity row number, then the features named
+    ``names``, NULL where nothing matched. The rows come back in no particular order.
+    """
+    # A NULL identity (no match) equals nothing, so the row keeps NULL features.
+    condition = [
+        f"m.{_quote(f'{_PREFIX}m{index}_{i}')} = v.{_quote(f'{_PREFIX}i{i}')}"
+        for i in range(len(plan.identity))
+    ]
+    selected = [f"m.{_quote(_ROW)}"]
+    selected += [f"v.{_quote(f'{_PREFIX}f{i}')} AS {_quote(name)}" for i, name in enumerate(names)]
+    return (
+        f"SELECT {', '.join(selected)} FROM {_PREFIX}m AS m "
+        f"LEFT JOIN ({plan.values}) AS v ON {' AND '.join(condition)}"
     )
 
 

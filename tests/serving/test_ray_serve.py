@@ -319,3 +319,19 @@ def test_up_refuses_an_unknown_backend_in_one_line(
     state.workspace = None
     code = main(["--workspace", str(two_models.root), "endpoints", "up", "ep", "--port", "9000"])
     assert code != 0 and "go with --backend ray" in capsys.readouterr().err
+
+
+def test_a_stop_asked_for_while_ray_starts_is_kept() -> None:
+    """ray.init replaces the SIGTERM handler with its own (exit at once); deploying keeps the
+    handler of `endpoints up`, so a stop that arrives then is carried out and recorded."""
+    from wellml.serving.ray_serve import _keeping_sigterm, stop_requested
+
+    before = signal.getsignal(signal.SIGTERM)
+    with stop_requested() as done:
+        ours = signal.getsignal(signal.SIGTERM)
+        with _keeping_sigterm():
+            signal.signal(signal.SIGTERM, lambda *_: None)  # what ray.init does
+        assert signal.getsignal(signal.SIGTERM) is ours
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert done.wait(5)
+    assert signal.getsignal(signal.SIGTERM) is before

@@ -100,9 +100,13 @@ def up(
             raise InvalidInput("--ray-address and --port go with --backend ray")
         state.open().endpoints.serve(name)
         return
-    running = state.open().endpoints.deploy_ray(name, address=ray_address, port=port)
-    err_console.print(f"endpoint {name} serves on Ray Serve at {running.url}")
-    running.serve_until_stopped()
+    from wellml.serving.ray_serve import stop_requested
+
+    # SIGTERM (`wellml endpoints stop`) may come while the application is still coming up.
+    with stop_requested() as done:
+        running = state.open().endpoints.deploy_ray(name, address=ray_address, port=port)
+        err_console.print(f"endpoint {name} serves on Ray Serve at {running.url}")
+        running.serve_until_stopped(done)
 
 
 @app.command("list")

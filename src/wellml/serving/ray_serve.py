@@ -17,12 +17,14 @@ application takes the route prefix ``/`` unless told otherwise.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import os
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -356,18 +358,17 @@ class RayServeEndpoint:
                         {"application": self.application},
                     )
 
-    def serve_until_stopped(self) -> None:
-        """Block until SIGTERM or Ctrl-C, then :meth:`stop`."""
-        done = threading.Event()
-        previous = {
-            s: signal.signal(s, lambda *_: done.set()) for s in (signal.SIGTERM, signal.SIGINT)
-        }
+    def serve_until_stopped(self, done: threading.Event | None = None) -> None:
+        """Block until SIGTERM or Ctrl-C (or until ``done`` is set, as by
+        :func:`stop_requested`), then :meth:`stop`."""
+        if done is None:
+            with stop_requested() as asked:
+                self.serve_until_stopped(asked)
+            return
         try:
             while not done.wait(1.0):
                 pass
         finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
             self.stop()
 
     def __enter__(self) -> RayServeEndpoint:
@@ -375,6 +376,33 @@ class RayServeEndpoint:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@contextlib.contextmanager
+def _keeping_sigterm() -> Iterator[None]:
+    # ray.init installs a SIGTERM handler of its own (exit at once); the caller's handler,
+    # such as stop_requested's, must stay in place so that a stop is carried out and recorded.
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM) if main else None
+    try:
+        yield
+    finally:
+        if main and previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def stop_requested() -> Iterator[threading.Event]:
+    """An event set by SIGTERM or Ctrl-C while the block runs (the handlers are restored
+    after). Installed before deploying, so that a stop asked for while the application comes
+    up is not lost: the endpoint is then stopped, and recorded so, as soon as it is up."""
+    done = threading.Event()
+    previous = {s: signal.signal(s, lambda *_: done.set()) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield done
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def deploy(
@@ -428,7 +456,8 @@ def deploy(
         if address:
             kwargs["address"] = address
         try:
-            ray.init(**kwargs)
+            with _keeping_sigterm():
+                ray.init(**kwargs)
         except Exception as exc:
             raise BackendUnavailable(f"cannot start or reach Ray at {address}: {exc}") from exc
         owns_ray = True

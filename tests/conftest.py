@@ -1,12 +1,14 @@
 """Shared fixtures: fresh workspaces, the real PostgreSQL service when it is there, a local
-Ray; and a helper that waits for a condition."""
+Ray; a helper that waits for a condition, and a load of requests from threads."""
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -94,3 +96,67 @@ def wait_until(check: Callable[[], Any], timeout: float = 30, what: str = "") ->
             return value
         time.sleep(0.2)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+class RequestLoad:
+    """JSON requests to ``url`` from ``threads`` threads, one after another in each, until
+    stopped, ``limit`` requests in all, or ``seconds`` have passed. ``body(n, i)`` is the body
+    of thread ``i``'s ``n``-th request. Counts answers by status (0: no answer) and by the
+    variant that gave them."""
+
+    def __init__(
+        self,
+        url: str,
+        body: Callable[[int, int], Any],
+        *,
+        threads: int = 2,
+        limit: int = 20_000,
+        seconds: float = 300,
+        headers: dict[str, str] | None = None,
+        timeout: float = 60,
+    ) -> None:
+        import httpx
+
+        self._httpx = httpx
+        self.url, self.body, self.headers, self.timeout = url, body, headers or {}, timeout
+        self.limit = limit
+        self.deadline = time.monotonic() + seconds
+        self.sent = 0
+        self.statuses: Counter[int] = Counter()
+        self.variants: Counter[str] = Counter()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._run, args=(i,)) for i in range(threads)]
+
+    def _run(self, i: int) -> None:
+        with self._httpx.Client(timeout=self.timeout) as client:
+            n = 0
+            while not self._stop.is_set() and time.monotonic() < self.deadline:
+                with self._lock:
+                    if self.sent >= self.limit:
+                        return
+                    self.sent += 1
+                try:
+                    r = client.post(self.url, json=self.body(n, i), headers=self.headers)
+                    status, variant = r.status_code, r.headers.get("x-wellml-variant", "-")
+                except self._httpx.HTTPError:
+                    status, variant = 0, "-"
+                n += 1
+                with self._lock:
+                    self.statuses[status] += 1
+                    self.variants[variant] += 1
+
+    def __enter__(self) -> RequestLoad:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(60)
+
+    @property
+    def failed(self) -> int:
+        """Requests answered with anything but 200, or not answered."""
+        return sum(n for s, n in self.statuses.items() if s != 200)

@@ -4,7 +4,6 @@ minimum after the cooldown, and every action is an endpoint event."""
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import Counter
 from typing import Any
@@ -15,7 +14,7 @@ import pandas as pd
 import pytest
 from sklearn.neighbors import KNeighborsClassifier
 
-from tests.conftest import wait_until
+from tests.conftest import RequestLoad, wait_until
 from wellml.serving import AutoScaling, ProductionVariant
 from wellml.workspace import Workspace
 
@@ -36,48 +35,19 @@ def slow_model(workspace: Workspace) -> Workspace:
     return workspace
 
 
-class Burst:
-    """``clients`` threads each sending requests one after another to variant ``variant``,
-    until stopped, ``limit`` requests in all, or ``seconds`` have passed."""
-
-    def __init__(
-        self, url: str, variant: str, *, clients: int, limit: int = 2_000, seconds: float = 90
-    ) -> None:
-        rng = np.random.default_rng(4)
-        self.rows = [
-            {"x": float(a), "z": float(b)} for a, b in rng.normal(size=(BATCH_ROWS, 2)) * 0.9
-        ]
-        self.url = url + "/invocations"
-        self.headers = {"x-wellml-target-variant": variant}
-        self.limit = limit
-        self.deadline = time.monotonic() + seconds
-        self.statuses: Counter[int] = Counter()
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._run) for _ in range(clients)]
-
-    def _run(self) -> None:
-        with httpx.Client(timeout=60) as client:
-            while not self._stop.is_set() and time.monotonic() < self.deadline:
-                with self._lock:
-                    if sum(self.statuses.values()) >= self.limit:
-                        return
-                try:
-                    status = client.post(self.url, json=self.rows, headers=self.headers).status_code
-                except httpx.HTTPError:
-                    status = 0
-                with self._lock:
-                    self.statuses[status] += 1
-
-    def __enter__(self) -> Burst:
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(60)
+def a_burst(url: str, variant: str, *, clients: int) -> RequestLoad:
+    """``clients`` threads each sending requests of ``BATCH_ROWS`` rows one after another to
+    variant ``variant``, until stopped, 2,000 requests in all, or 90 s have passed."""
+    rng = np.random.default_rng(4)
+    rows = [{"x": float(a), "z": float(b)} for a, b in rng.normal(size=(BATCH_ROWS, 2)) * 0.9]
+    return RequestLoad(
+        url + "/invocations",
+        lambda n, i: rows,
+        threads=clients,
+        limit=2_000,
+        seconds=90,
+        headers={"x-wellml-target-variant": variant},
+    )
 
 
 def test_a_burst_scales_out_to_the_maximum_and_idling_scales_back_in(
@@ -117,7 +87,7 @@ def test_a_burst_scales_out_to_the_maximum_and_idling_scales_back_in(
         assert len(wait_until(lambda: replicas("a"), 30, "the runtime record")) == 1
         # Four clients keep about four requests in flight against a target of one per
         # replica: the autoscaler wants four replicas and is held to the maximum of two.
-        with Burst(running.url, "a", clients=4) as burst:
+        with a_burst(running.url, "a", clients=4) as burst:
             wait_until(lambda: events("scale-out"), 60, "a scale-out")
             wait_until(
                 lambda: len(r := replicas("a")) == 2 and all(x["ready"] for x in r),

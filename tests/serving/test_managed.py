@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
 from collections import Counter
 
@@ -18,7 +17,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
-from tests.conftest import wait_until
+from tests.conftest import RequestLoad, wait_until
 from wellml.errors import Conflict
 from wellml.serving import (
     DeploymentPolicy,
@@ -54,48 +53,11 @@ def models(workspace: Workspace) -> Workspace:
 ROWS = [{"x": float(v), "z": float(-v / 2)} for v in np.linspace(-2, 2, 8)]
 
 
-class SteadyLoad:
-    """One-row requests from ``threads`` threads until stopped (or ``limit`` requests)."""
-
-    def __init__(self, url: str, *, threads: int = 2, limit: int = 20_000) -> None:
-        self.url = url + "/invocations"
-        self.limit = limit
-        self.sent = 0
-        self.statuses: Counter[int] = Counter()
-        self.variants: Counter[str] = Counter()
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._run, args=(i,)) for i in range(threads)]
-
-    def _run(self, i: int) -> None:
-        with httpx.Client(timeout=30) as client:
-            n = 0
-            while not self._stop.is_set() and self.sent < self.limit:
-                row = ROWS[(n + i) % len(ROWS)]
-                n += 1
-                try:
-                    r = client.post(self.url, json=[row])
-                    status, variant = r.status_code, r.headers.get("x-wellml-variant", "-")
-                except httpx.HTTPError:
-                    status, variant = 0, "-"
-                with self._lock:
-                    self.sent += 1
-                    self.statuses[status] += 1
-                    self.variants[variant] += 1
-
-    def __enter__(self) -> SteadyLoad:
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(60)
-
-    @property
-    def failed(self) -> int:
-        return sum(n for s, n in self.statuses.items() if s != 200)
+def steady_load(url: str, *, threads: int = 2) -> RequestLoad:
+    """One-row requests from ``threads`` threads, cycling through ``ROWS``, until stopped."""
+    return RequestLoad(
+        url + "/invocations", lambda n, i: [ROWS[(n + i) % len(ROWS)]], threads=threads, timeout=30
+    )
 
 
 def test_weighted_variants_survive_a_killed_replica_and_shadows_report(
@@ -127,7 +89,7 @@ def test_weighted_variants_survive_a_killed_replica_and_shadows_report(
             lambda: (ws.endpoints.get("ab").runtime or {}).get("variants"), what="runtime"
         )
         victim = runtime["a"]["replicas"][0]["pid"]
-        with SteadyLoad(running.url, threads=2) as load:
+        with steady_load(running.url, threads=2) as load:
             time.sleep(0.5)
             os.kill(victim, signal.SIGKILL)
             wait_until(
@@ -185,7 +147,7 @@ def test_canary_rollouts_complete_or_roll_back_and_rollbacks_are_recorded(
     with pytest.raises(Conflict, match="approve it first"):
         ws.endpoints.update("live", model="m@4")
     with ws.endpoints.start(name="live") as running:
-        with SteadyLoad(running.url, threads=2) as load:
+        with steady_load(running.url, threads=2) as load:
             time.sleep(0.5)
             good = ws.endpoints.update("live", model="m@2", timeout=120)
             time.sleep(0.5)
@@ -217,7 +179,7 @@ def test_canary_rollouts_complete_or_roll_back_and_rollbacks_are_recorded(
             smoke_test=False,
             alarms=policy.alarms,
         )
-        with SteadyLoad(running.url, threads=2) as load:
+        with steady_load(running.url, threads=2) as load:
             time.sleep(0.5)
             bad = ws.endpoints.update("live", model="m@3", policy=slipped, timeout=120)
             time.sleep(0.5)

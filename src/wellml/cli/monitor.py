@@ -7,7 +7,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -15,6 +15,7 @@ from wellml.cli.context import state
 from wellml.cli.output import (
     Format,
     console,
+    emit,
     emit_json,
     err_console,
     show_mapping,
@@ -22,6 +23,9 @@ from wellml.cli.output import (
     when,
 )
 from wellml.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from wellml.monitoring.service import Baseline, Monitoring
 
 app = typer.Typer(
     help="Model monitors: baselines, data quality and drift, model quality, bias and "
@@ -260,10 +264,7 @@ def run(
     if html is not None:
         path = ws.monitoring.report_html(result.id, html)
         err_console.print(f"report written to {path}")
-    if format is Format.json:
-        emit_json(result.to_dict())
-        return
-    _show_execution(result)
+    emit(format, result.to_dict(), lambda: _show_execution(result))
 
 
 @app.command("run-due")
@@ -419,13 +420,17 @@ def baseline(
     mon = state.open().monitoring
     feats = [f.strip() for f in features.split(",") if f.strip()] if features else None
     base = mon.baseline(dataset, features=feats, name=name)
+    _exported_and_shown(mon, base, export, format)
+
+
+def _exported_and_shown(
+    mon: Monitoring, base: Baseline, export: Path | None, format: Format
+) -> None:
+    """Write a baseline's two files when asked, then print it."""
     if export is not None:
         paths = mon.export_baseline(base, export)
         err_console.print(f"wrote {paths['statistics']} and {paths['constraints']}")
-    if format is Format.json:
-        emit_json(base.to_dict())
-        return
-    _show_constraints(base)
+    emit(format, base.to_dict(), lambda: _show_constraints(base))
 
 
 def _show_constraints(base: Any) -> None:
@@ -474,13 +479,7 @@ def constraints(
     if set_:
         base = mon.edit_constraints(base, _pairs(set_, "--set"))
         err_console.print(f"new baseline version [bold]{base.ref}[/]")
-    if export is not None:
-        paths = mon.export_baseline(base, export)
-        err_console.print(f"wrote {paths['statistics']} and {paths['constraints']}")
-    if format is Format.json:
-        emit_json(base.to_dict())
-        return
-    _show_constraints(base)
+    _exported_and_shown(mon, base, export, format)
 
 
 @app.command("ground-truth")
@@ -504,10 +503,11 @@ def ground_truth(
         # error for anything else (rather than reading it as CSV).
         data = read_source(path)[0].to_pandas()
     result = ws.monitoring.ingest_ground_truth(endpoint, data, label=label, inference_id=id_column)
-    if format is Format.json:
-        emit_json(result.to_dict())
-        return
-    show_mapping(f"ground truth for {endpoint}", result.to_dict())
+    emit(
+        format,
+        result.to_dict(),
+        lambda: show_mapping(f"ground truth for {endpoint}", result.to_dict()),
+    )
 
 
 @app.command("poisoning")
@@ -579,10 +579,7 @@ def review_setup(
 ) -> None:
     """Create an endpoint's review queue, or change its threshold."""
     summary = state.open().monitoring.reviews.configure(endpoint, threshold=threshold)
-    if format is Format.json:
-        emit_json(summary)
-        return
-    _show_review_summary(summary)
+    emit(format, summary, lambda: _show_review_summary(summary))
 
 
 @review_app.command("fill")
@@ -695,7 +692,10 @@ def review_resend(
 ) -> None:
     """Send as ground truth the labelled items that have none yet (after a crash)."""
     result = state.open().monitoring.reviews.resend(endpoint)
-    if format is Format.json:
-        emit_json(result)
-        return
-    console.print("nothing to resend" if result is None else f"sent {result['rows']} label(s)")
+    emit(
+        format,
+        result,
+        lambda: console.print(
+            "nothing to resend" if result is None else f"sent {result['rows']} label(s)"
+        ),
+    )

@@ -6,7 +6,7 @@ import datetime as dt
 import json
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from enum import StrEnum
 from typing import Any
 
@@ -39,6 +39,14 @@ def emit_json(data: Any) -> None:
     """Print JSON to stdout (NaN and infinities become null)."""
     sys.stdout.write(json.dumps(_clean(data), indent=2, default=str) + "\n")
     sys.stdout.flush()
+
+
+def emit(format: Format, data: Any, show: Callable[[], None]) -> None:
+    """Print ``data`` as JSON, or call ``show`` to print it for people."""
+    if format is Format.json:
+        emit_json(data)
+    else:
+        show()
 
 
 def when(ts: float | None) -> str:

@@ -136,6 +136,12 @@ class Evidence:
             return sql.artifacts_of_kind(conn, "clarify_report")
 
     @functools.cached_property
+    def captured_rows_7d(self) -> dict[str, int]:
+        """Rows captured per endpoint id in the last 7 days."""
+        with self.ws.metadata.read() as conn:
+            return sql.capture_rows_since(conn, self.now - 7 * DAY)
+
+    @functools.cached_property
     def review_queues(self) -> dict[str, dict[str, Any]]:
         """Review queues by endpoint id."""
         with self.ws.metadata.read() as conn:
@@ -559,8 +565,7 @@ def shared_endpoints(ev: Evidence) -> CheckOutcome:
     environment, so any of them can share one."""
     limit = ev.threshold("MLSUS-14.rows_per_minute", 1.0)
     window = ev.now - 7 * DAY
-    with ev.ws.metadata.read() as conn:
-        captured = sql.capture_rows_since(conn, window)
+    captured = ev.captured_rows_7d
     failing: dict[str, str] = {}
     examined = []
     unknown = []
@@ -639,7 +644,7 @@ def explainability_evaluated(ev: Evidence) -> CheckOutcome:
         return CheckOutcome("pass", f"the agreed level is none: {agreed['rationale']}")
     failing: dict[str, str] = {}
     examined = []
-    window = ev.now - 30 * DAY
+    ran = {e["monitor_id"] for e in ev.monitor_executions if e["started_at"] >= ev.now - 30 * DAY}
     for version in ev.serving_versions:
         examined.append(version["ref"])
         name = version["ref"].removeprefix("model:")
@@ -658,7 +663,6 @@ def explainability_evaluated(ev: Evidence) -> CheckOutcome:
                 for m in ev.monitors
                 if m["endpoint_id"] == ep["id"] and m["kind"] == "feature_attribution_drift"
             ]
-            ran = {e["monitor_id"] for e in ev.monitor_executions if e["started_at"] >= window}
             if not mons:
                 problems.append(f"endpoint {ep['name']} has no attribution-drift monitor")
             elif not any(m["config"].get("schedule") and m["id"] in ran for m in mons):
@@ -703,7 +707,8 @@ def human_in_the_loop(ev: Evidence) -> CheckOutcome:
         elif not any(i["created_at"] >= ev.now - 30 * DAY for i in items):
             problems.append("no review items queued in 30 days")
         ages = sorted(ev.now - i["created_at"] for i in items if i["status"] == "pending")
-        sla = declared.review_sla_hours * 3600 if declared else 72 * 3600
+        assert declared is not None  # human_review was declared True
+        sla = declared.review_sla_hours * 3600
         if ages and ages[min(len(ages) - 1, int(0.95 * len(ages)))] > sla:
             problems.append(f"pending items older than the {sla / 3600:g} h review SLA")
         backlog = [

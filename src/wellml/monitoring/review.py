@@ -188,8 +188,8 @@ class ReviewQueue:
 
         with self._store.read() as conn:
             queue = self._queue(conn, ep)
-        self._ws.endpoints.capture_dataset(ep.name)
-        versions = sorted(self._ws.data.versions(f"{ep.name}-capture"), key=lambda v: v.version)
+        monitoring = self._ws.monitoring
+        versions = monitoring._capture_versions(ep)
         seen = int(queue["scanned_version"])
         fresh = [v for v in versions if v.version > seen]
         threshold = float(queue["threshold"])
@@ -197,11 +197,7 @@ class ReviewQueue:
             return ReviewScan(ep.name, threshold, [], 0, 0)
         # A row's position within its request counts over every capture version, as the
         # ground-truth join counts it.
-        ids = pd.concat(
-            [self._ws.data.load(v, columns=["inference_id"]) for v in versions], ignore_index=True
-        )
-        ids["inference_id"] = ids["inference_id"].astype(str)
-        positions = ids.groupby("inference_id").cumcount().to_numpy()
+        positions = monitoring._captured_ids(ep, versions)["row"].to_numpy()
         start = sum(v.num_rows for v in versions if v.version <= seen)
         items: list[dict[str, Any]] = []
         scanned = 0

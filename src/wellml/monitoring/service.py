@@ -1705,11 +1705,13 @@ class Monitoring:
         self._ws.endpoints.capture_dataset(ep.name)
         return sorted(self._ws.data.versions(f"{ep.name}-capture"), key=lambda v: v.version)
 
-    def _captured_ids(self, ep: EndpointRecord) -> pd.DataFrame:
-        """Every captured (inference_id, row) of the endpoint, in capture order."""
-        frames = [
-            self._ws.data.load(v, columns=["inference_id"]) for v in self._capture_versions(ep)
-        ]
+    def _captured_ids(
+        self, ep: EndpointRecord, versions: Sequence[DatasetVersion] | None = None
+    ) -> pd.DataFrame:
+        """Every captured (inference_id, row) of the endpoint (or of its capture ``versions``,
+        all of them, oldest first), in capture order."""
+        versions = self._capture_versions(ep) if versions is None else versions
+        frames = [self._ws.data.load(v, columns=["inference_id"]) for v in versions]
         if not frames:
             return pd.DataFrame({"inference_id": pd.Series([], dtype=object), "row": []})
         ids = pd.concat(frames, ignore_index=True)
